@@ -1,0 +1,393 @@
+//! The decision cache: verified tokens and the session data they carry, keyed by a keyed
+//! digest of the token text, in a bounded moka cache with per-entry expiry.
+//!
+//! What it guarantees (README, "Consistency"):
+//! - an entry never outlives its deadline (the token's `exp`, the session's end and
+//!   `--cache-ttl`, whichever is first);
+//! - concurrent misses for one token run the computation once ([`DecisionCache::get_or_compute`]);
+//! - an [`Invalidation`] reaches every cached entry of the session or token id it names, also
+//!   one whose computation was still in flight when the invalidation arrived: entries are
+//!   registered in an index (id → entries) *before* they are returned, and invalidations leave a
+//!   tombstone *before* they walk the index, so one of the two always sees the other;
+//! - after the invalidation feed was lost ([`DecisionCache::distrust_all`]), every entry that
+//!   depends on the store is re-checked on its next use.
+//!
+//! The hit path is one digest, one moka lookup and two atomic loads: no allocation, no lock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::future::Cache;
+use moka::notification::RemovalCause;
+
+use crate::error::{Reason, StoreError};
+use crate::metrics::Metrics;
+use crate::store::Invalidation;
+use crate::verify::Decision;
+
+/// A token's cache key: 128 bits of a keyed BLAKE3 digest of its text. The key is random per
+/// process, so nobody can craft two tokens that share a cache entry.
+pub type TokenKey = u128;
+
+/// How long an invalidation is remembered, to catch a computation that read the store just
+/// before the change and finishes just after it. Longer than any store call can take.
+const TOMBSTONE_LIFETIME: Duration = Duration::from_secs(30);
+
+/// Longest time a rejected token's decision is cached: a flood of one bad token costs one
+/// verification, and a key rotation is picked up quickly.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+
+/// After a failed re-check, how long a stale entry is served before the store is asked again.
+const RECHECK_BACKOFF: Duration = Duration::from_secs(1);
+
+const FRESH: u8 = 0;
+const CHANGED: u8 = 1;
+const SESSION_ENDED: u8 = 2;
+const TOKEN_REVOKED: u8 = 3;
+
+/// One cached decision and what the cache needs to keep it honest.
+pub struct CachedDecision {
+    pub decision: Decision,
+    key: TokenKey,
+    deadline: Instant,
+    /// The trust epoch when the store was read for this decision.
+    epoch: u64,
+    /// FRESH, CHANGED (session data changed), SESSION_ENDED, TOKEN_REVOKED.
+    state: AtomicU8,
+    /// Milliseconds since the cache's start before which no re-check is tried again.
+    recheck_not_before_ms: AtomicU64,
+}
+
+impl CachedDecision {
+    /// Wraps a decision that is trusted until `deadline`; `epoch` is the cache's trust epoch
+    /// read before the store was asked (see [`DecisionCache::trust_epoch`]).
+    pub fn new(decision: Decision, key: TokenKey, deadline: Instant, epoch: u64) -> Self {
+        CachedDecision {
+            decision,
+            key,
+            deadline,
+            epoch,
+            state: AtomicU8::new(FRESH),
+            recheck_not_before_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// The cache key this decision is stored under.
+    pub fn key(&self) -> TokenKey {
+        self.key
+    }
+
+    fn index_keys(&self) -> [Option<IndexKey>; 2] {
+        match &self.decision {
+            Decision::Grant(grant) => [
+                grant.sid.as_deref().map(IndexKey::session),
+                grant.jti.as_deref().map(IndexKey::token),
+            ],
+            Decision::Deny(_) => [None, None],
+        }
+    }
+
+    fn depends_on_store(&self) -> bool {
+        matches!(&self.decision, Decision::Grant(g) if g.sid.is_some() || g.jti.is_some())
+    }
+
+    fn mark(&self, kind: ChangeKind) {
+        let state = match kind {
+            ChangeKind::Updated => CHANGED,
+            ChangeKind::Ended => SESSION_ENDED,
+            ChangeKind::Revoked => TOKEN_REVOKED,
+        };
+        // A stronger state never goes back to a weaker one.
+        self.state.fetch_max(state, Ordering::AcqRel);
+    }
+}
+
+/// What a cache hit tells the caller to do.
+pub enum Freshness {
+    /// Use the cached decision as it is.
+    Trusted,
+    /// Rejected since it was cached (session ended or token revoked): answer with this reason.
+    Rejected(Reason),
+    /// The store must be asked again; the cached decision may be served if it cannot answer.
+    Recheck,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChangeKind {
+    Updated,
+    Ended,
+    Revoked,
+}
+
+/// An id that cached entries depend on: a session id or a token id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct IndexKey(Box<str>);
+
+impl IndexKey {
+    fn session(sid: &str) -> Self {
+        IndexKey(format!("s {sid}").into_boxed_str())
+    }
+    fn token(jti: &str) -> Self {
+        IndexKey(format!("j {jti}").into_boxed_str())
+    }
+}
+
+struct DeadlineExpiry;
+
+impl Expiry<TokenKey, Arc<CachedDecision>> for DeadlineExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &TokenKey,
+        value: &Arc<CachedDecision>,
+        created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.deadline.saturating_duration_since(created_at))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &TokenKey,
+        value: &Arc<CachedDecision>,
+        updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.deadline.saturating_duration_since(updated_at))
+    }
+}
+
+type Index = HashMap<IndexKey, Vec<Arc<CachedDecision>>>;
+
+/// Shared, cheap-to-clone handle on the cache.
+#[derive(Clone)]
+pub struct DecisionCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    entries: Option<Cache<TokenKey, Arc<CachedDecision>>>,
+    index: Arc<Mutex<Index>>,
+    tombstones: Mutex<HashMap<IndexKey, (Instant, ChangeKind)>>,
+    trust_epoch: AtomicU64,
+    digest_key: [u8; 32],
+    ttl: Duration,
+    started: Instant,
+}
+
+impl DecisionCache {
+    /// A cache of at most `max_entries` decisions, none trusted longer than `ttl`.
+    /// A `ttl` of zero disables caching: every lookup computes.
+    pub fn new(ttl: Duration, max_entries: u64, metrics: Arc<Metrics>) -> Self {
+        let index: Arc<Mutex<Index>> = Arc::default();
+        let listener_index = Arc::clone(&index);
+        let entries = (!ttl.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(DeadlineExpiry)
+                .eviction_listener(move |_key, value: Arc<CachedDecision>, cause| {
+                    metrics.cache_eviction(cause_label(cause));
+                    unregister(&listener_index, &value);
+                })
+                .build()
+        });
+        DecisionCache {
+            inner: Arc::new(Inner {
+                entries,
+                index,
+                tombstones: Mutex::default(),
+                trust_epoch: AtomicU64::new(0),
+                digest_key: rand::random(),
+                ttl,
+                started: Instant::now(),
+            }),
+        }
+    }
+
+    /// The cache key of a token.
+    pub fn key(&self, token: &str) -> TokenKey {
+        let digest = blake3::keyed_hash(&self.inner.digest_key, token.as_bytes());
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest.as_bytes()[..16]);
+        u128::from_le_bytes(first)
+    }
+
+    /// The longest time any decision is trusted.
+    pub fn ttl(&self) -> Duration {
+        self.inner.ttl
+    }
+
+    /// The current trust epoch: read it before asking the store, and give it to
+    /// [`CachedDecision::new`].
+    pub fn trust_epoch(&self) -> u64 {
+        self.inner.trust_epoch.load(Ordering::Acquire)
+    }
+
+    /// Number of cached decisions (approximate, as moka counts).
+    pub fn entry_count(&self) -> u64 {
+        self.inner.entries.as_ref().map_or(0, |c| c.entry_count())
+    }
+
+    /// The cached decision for `key`, if any, with what to do with it.
+    pub async fn get(&self, key: TokenKey) -> Option<(Arc<CachedDecision>, Freshness)> {
+        let entry = self.inner.entries.as_ref()?.get(&key).await?;
+        let freshness = match entry.state.load(Ordering::Acquire) {
+            SESSION_ENDED => Freshness::Rejected(Reason::SessionInactive),
+            TOKEN_REVOKED => Freshness::Rejected(Reason::Revoked),
+            CHANGED => self.recheck_unless_backing_off(&entry),
+            _ if entry.depends_on_store() && entry.epoch < self.trust_epoch() => {
+                self.recheck_unless_backing_off(&entry)
+            }
+            _ => Freshness::Trusted,
+        };
+        Some((entry, freshness))
+    }
+
+    fn recheck_unless_backing_off(&self, entry: &CachedDecision) -> Freshness {
+        let now_ms = self.millis_since_start();
+        if now_ms < entry.recheck_not_before_ms.load(Ordering::Relaxed) {
+            Freshness::Trusted
+        } else {
+            Freshness::Recheck
+        }
+    }
+
+    /// Records that a re-check of `entry` failed: it is served as it is for a while.
+    pub fn recheck_failed(&self, entry: &CachedDecision) {
+        let until = self.millis_since_start() + RECHECK_BACKOFF.as_millis() as u64;
+        entry.recheck_not_before_ms.store(until, Ordering::Relaxed);
+    }
+
+    fn millis_since_start(&self) -> u64 {
+        self.inner.started.elapsed().as_millis() as u64
+    }
+
+    /// The cached decision for `key`, or the result of `compute`, which runs once however many
+    /// callers miss on the same key at the same time. Errors are not cached.
+    pub async fn get_or_compute<F>(
+        &self,
+        key: TokenKey,
+        compute: F,
+    ) -> Result<Arc<CachedDecision>, Arc<StoreError>>
+    where
+        F: Future<Output = Result<CachedDecision, StoreError>>,
+    {
+        let admitted = async {
+            let started = Instant::now();
+            compute.await.map(|entry| self.admit(entry, started))
+        };
+        match &self.inner.entries {
+            Some(entries) => entries.try_get_with(key, admitted).await,
+            None => admitted.await.map_err(Arc::new),
+        }
+    }
+
+    /// Replaces the cached decision for its key (after a successful re-check).
+    pub async fn replace(&self, entry: CachedDecision, started: Instant) -> Arc<CachedDecision> {
+        let entry = self.admit(entry, started);
+        if let Some(entries) = &self.inner.entries {
+            entries.insert(entry.key, Arc::clone(&entry)).await;
+        }
+        entry
+    }
+
+    /// Registers a freshly computed entry in the index, then applies any invalidation that
+    /// arrived since `started` (the moment before the store was read).
+    fn admit(&self, entry: CachedDecision, started: Instant) -> Arc<CachedDecision> {
+        let entry = Arc::new(entry);
+        let ids = entry.index_keys();
+        // Nothing to index when nothing is cached (the eviction listener would never clean it).
+        if self.inner.entries.is_none() || ids.iter().all(Option::is_none) {
+            return entry;
+        }
+        if let Ok(mut index) = self.inner.index.lock() {
+            for id in ids.iter().flatten() {
+                index.entry(id.clone()).or_default().push(Arc::clone(&entry));
+            }
+        }
+        if let Ok(tombstones) = self.inner.tombstones.lock() {
+            for id in ids.iter().flatten() {
+                if let Some((at, kind)) = tombstones.get(id)
+                    && (*kind != ChangeKind::Updated || *at >= started)
+                {
+                    entry.mark(*kind);
+                }
+            }
+        }
+        entry
+    }
+
+    /// Applies a change made anywhere: every cached decision it affects is marked (so a hit
+    /// sees it at once) and dropped from the cache.
+    pub async fn apply(&self, change: &Invalidation) {
+        let (id, kind) = match change {
+            Invalidation::SessionDeleted(sid) => (IndexKey::session(sid), ChangeKind::Ended),
+            Invalidation::SessionUpdated(sid) => (IndexKey::session(sid), ChangeKind::Updated),
+            Invalidation::TokenRevoked(jti) => (IndexKey::token(jti), ChangeKind::Revoked),
+        };
+        let now = Instant::now();
+        if let Ok(mut tombstones) = self.inner.tombstones.lock() {
+            tombstones.retain(|_, (at, _)| now.duration_since(*at) < TOMBSTONE_LIFETIME);
+            let slot = tombstones.entry(id.clone()).or_insert((now, kind));
+            // Keep the strongest change; an update after a delete does not revive a session.
+            if kind != ChangeKind::Updated || slot.1 == ChangeKind::Updated {
+                *slot = (now, kind);
+            }
+        }
+        let affected = self
+            .inner
+            .index
+            .lock()
+            .ok()
+            .and_then(|mut index| index.remove(&id))
+            .unwrap_or_default();
+        for entry in &affected {
+            entry.mark(kind);
+        }
+        if let Some(entries) = &self.inner.entries {
+            for entry in affected {
+                entries.invalidate(&entry.key).await;
+            }
+        }
+    }
+
+    /// The invalidation feed was lost: from now on, every decision that depends on the store
+    /// is re-checked on its next use.
+    pub fn distrust_all(&self) {
+        self.inner.trust_epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Runs moka's pending maintenance (tests and metrics scrapes).
+    pub async fn run_pending_tasks(&self) {
+        if let Some(entries) = &self.inner.entries {
+            entries.run_pending_tasks().await;
+        }
+    }
+}
+
+fn unregister(index: &Mutex<Index>, entry: &Arc<CachedDecision>) {
+    let ids = entry.index_keys();
+    if ids.iter().all(Option::is_none) {
+        return;
+    }
+    if let Ok(mut index) = index.lock() {
+        for id in ids.iter().flatten() {
+            if let Some(list) = index.get_mut(id) {
+                list.retain(|e| !Arc::ptr_eq(e, entry));
+                if list.is_empty() {
+                    index.remove(id);
+                }
+            }
+        }
+    }
+}
+
+fn cause_label(cause: RemovalCause) -> &'static str {
+    match cause {
+        RemovalCause::Expired => "expired",
+        RemovalCause::Explicit => "invalidated",
+        RemovalCause::Replaced => "replaced",
+        RemovalCause::Size => "size",
+    }
+}

@@ -1,0 +1,538 @@
+//! Command line and environment: the clap structures, and their validation into a typed
+//! [`Config`] that the rest of the program is handed. Every file named by a flag is read here,
+//! once, at start-up; nothing below this module looks at flags, the environment or paths.
+//!
+//! Validation collects every problem before failing, so an operator fixes a bad deployment in
+//! one round; each problem names its flag.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use jsonwebtoken::Algorithm;
+
+use crate::error::ConfigError;
+use crate::keys::{KeySet, PublicKeySpec};
+
+/// `session-sidecar`: verifies bearer tokens and serves sessions next to an application.
+#[derive(Debug, Parser)]
+#[command(name = "session-sidecar", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sidecar.
+    Serve(Box<ServeArgs>),
+    /// Mint a test token (HS256) signed with a secret file.
+    Token(TokenArgs),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Flags of `serve`. Each also reads `SIDECAR_<FLAG>` from the environment.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Zero-config trial: embedded store, a random HS256 secret, prints a token and a curl line.
+    #[arg(long, env = "SIDECAR_DEV")]
+    pub dev: bool,
+
+    /// Verification and session API address (keep it on loopback: only the pod reaches it).
+    #[arg(long, env = "SIDECAR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// The same API on a Unix socket.
+    #[arg(long, env = "SIDECAR_LISTEN_UNIX")]
+    pub listen_unix: Option<PathBuf>,
+
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "SIDECAR_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
+
+    /// Redis Cluster seed nodes, comma separated (redis://host:port, rediss:// for TLS).
+    /// None: the embedded in-memory store (one process only).
+    #[arg(long, env = "SIDECAR_REDIS_NODES", value_delimiter = ',')]
+    pub redis_nodes: Vec<String>,
+
+    /// Redis ACL user name.
+    #[arg(long, env = "SIDECAR_REDIS_USERNAME")]
+    pub redis_username: Option<String>,
+
+    /// File holding the Redis ACL password.
+    #[arg(long, env = "SIDECAR_REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<PathBuf>,
+
+    /// Route session reads to replicas.
+    #[arg(long, env = "SIDECAR_REDIS_READ_FROM_REPLICAS")]
+    pub redis_read_from_replicas: bool,
+
+    /// Longest wait for a Redis connection, in milliseconds.
+    #[arg(long, env = "SIDECAR_REDIS_CONNECT_TIMEOUT_MS", default_value_t = 500)]
+    pub redis_connect_timeout_ms: u64,
+
+    /// Longest wait for one Redis command, in milliseconds.
+    #[arg(long, env = "SIDECAR_REDIS_COMMAND_TIMEOUT_MS", default_value_t = 250)]
+    pub redis_command_timeout_ms: u64,
+
+    /// HMAC secret (HS256/384/512); also signs the tokens the session API issues.
+    #[arg(long, env = "SIDECAR_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// PEM public key (RSA, EC P-256/P-384, Ed25519) as [KID=]PATH; repeatable.
+    #[arg(long, env = "SIDECAR_JWT_PUBLIC_KEY_FILE", value_delimiter = ',')]
+    pub jwt_public_key_file: Vec<String>,
+
+    /// Remote JWKS URL.
+    #[arg(long, env = "SIDECAR_JWKS_URL")]
+    pub jwks_url: Option<String>,
+
+    /// Allowed algorithms, comma separated (default: those the keys allow). `none` is refused.
+    #[arg(long, env = "SIDECAR_ALGORITHMS", value_delimiter = ',')]
+    pub algorithms: Vec<String>,
+
+    /// Required `iss`.
+    #[arg(long, env = "SIDECAR_ISSUER")]
+    pub issuer: Option<String>,
+
+    /// Accepted `aud`; repeatable.
+    #[arg(long, env = "SIDECAR_AUDIENCE", value_delimiter = ',')]
+    pub audience: Vec<String>,
+
+    /// Clock skew allowed for `exp` and `nbf`, in seconds.
+    #[arg(long, env = "SIDECAR_LEEWAY", default_value_t = 30)]
+    pub leeway: u64,
+
+    /// Longest time a cached decision is trusted, in seconds; 0 disables the cache.
+    #[arg(long, env = "SIDECAR_CACHE_TTL", default_value_t = 60)]
+    pub cache_ttl: u64,
+
+    /// Cache bound, in entries.
+    #[arg(long, env = "SIDECAR_CACHE_MAX_ENTRIES", default_value_t = 1_000_000)]
+    pub cache_max_entries: u64,
+
+    /// Also read the token from this cookie.
+    #[arg(long, env = "SIDECAR_TOKEN_COOKIE")]
+    pub token_cookie: Option<String>,
+
+    /// File holding the bearer credential that mutating calls need (required when --listen is
+    /// not a loopback address).
+    #[arg(long, env = "SIDECAR_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Accept tokens whose header `kid` is a session id, signed with that session's own secret.
+    #[arg(long, env = "SIDECAR_SESSION_KEYS")]
+    pub session_keys: bool,
+
+    /// Largest token accepted, in bytes.
+    #[arg(long, env = "SIDECAR_MAX_TOKEN_BYTES", default_value_t = 8 * 1024)]
+    pub max_token_bytes: usize,
+
+    /// Largest request head (request line and all headers), in bytes; larger answers 431.
+    #[arg(long, env = "SIDECAR_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Largest JSON request body, in bytes.
+    #[arg(long, env = "SIDECAR_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Largest session data (serialized JSON), in bytes.
+    #[arg(long, env = "SIDECAR_MAX_SESSION_BYTES", default_value_t = 16 * 1024)]
+    pub max_session_bytes: usize,
+
+    /// Deepest JSON nesting accepted in bodies and token payloads.
+    #[arg(long, env = "SIDECAR_MAX_JSON_DEPTH", default_value_t = 32)]
+    pub max_json_depth: usize,
+
+    /// Default lifetime of a session created without `ttl`, in seconds.
+    #[arg(long, env = "SIDECAR_SESSION_TTL", default_value_t = 3600)]
+    pub session_ttl: u64,
+
+    /// Log format.
+    #[arg(long, env = "SIDECAR_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Flags of `token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// HMAC secret file to sign with.
+    #[arg(long)]
+    pub jwt_secret_file: PathBuf,
+    /// The `sub` claim.
+    #[arg(long)]
+    pub sub: String,
+    /// The `sid` claim (binds the token to a session).
+    #[arg(long)]
+    pub sid: Option<String>,
+    /// Lifetime: seconds, or a number with s, m, h or d.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// Extra claim `k=v`; `v` is read as JSON when it parses, as a string otherwise. Repeatable.
+    #[arg(long = "claim", value_parser = parse_claim)]
+    pub claims: Vec<(String, serde_json::Value)>,
+    /// The `iss` claim.
+    #[arg(long)]
+    pub issuer: Option<String>,
+    /// The `aud` claim.
+    #[arg(long)]
+    pub audience: Option<String>,
+    /// Add a random `jti` (on by default; `--no-jti` leaves it out).
+    #[arg(long)]
+    pub no_jti: bool,
+}
+
+/// Parses `90`, `90s`, `15m`, `1h`, `2d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 90s, 15m, 1h or 2d"))?;
+    let seconds = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        _ => None,
+    }
+    .ok_or_else(|| format!("`{text}` is not a duration like 90s, 15m, 1h or 2d"))?;
+    Ok(Duration::from_secs(seconds))
+}
+
+fn parse_claim(text: &str) -> Result<(String, serde_json::Value), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not k=v"))?;
+    let value = serde_json::from_str(value)
+        .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+    Ok((key.to_owned(), value))
+}
+
+/// Secret bytes that never show up in `Debug` output or logs.
+#[derive(Clone)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Where sessions live.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// Embedded in-memory store (one process).
+    Memory,
+    /// Redis Cluster.
+    Redis(RedisConfig),
+}
+
+/// Connection settings of the Redis Cluster store.
+#[derive(Clone)]
+pub struct RedisConfig {
+    pub nodes: Vec<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub read_from_replicas: bool,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("nodes", &self.nodes)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("read_from_replicas", &self.read_from_replicas)
+            .finish()
+    }
+}
+
+/// Request size limits (SPEC §7).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_token_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: usize,
+    pub max_session_bytes: usize,
+    pub max_json_depth: usize,
+}
+
+/// Claim checks applied to every token.
+#[derive(Debug, Clone)]
+pub struct ClaimRules {
+    pub issuer: Option<String>,
+    pub audience: Vec<String>,
+    pub leeway: u64,
+}
+
+/// The validated configuration of `serve`.
+#[derive(Debug)]
+pub struct Config {
+    pub dev: bool,
+    pub listen: SocketAddr,
+    pub listen_unix: Option<PathBuf>,
+    pub metrics_listen: SocketAddr,
+    pub store: StoreConfig,
+    pub keys: KeySet,
+    pub claims: ClaimRules,
+    pub cache_ttl: Duration,
+    pub cache_max_entries: u64,
+    pub token_cookie: Option<String>,
+    pub admin_token: Option<Secret>,
+    /// The HMAC secret, which also signs the tokens the session API issues.
+    pub signing_secret: Option<Secret>,
+    pub session_keys: bool,
+    pub session_ttl: Duration,
+    pub limits: Limits,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Validates the flags of `serve`, reading every file they name. `dev_secret` is the HMAC
+    /// secret `--dev` generated, when it is on. Returns every problem found, each naming its flag.
+    pub fn from_args(
+        args: &ServeArgs,
+        dev_secret: Option<Vec<u8>>,
+    ) -> Result<Config, Vec<ConfigError>> {
+        let mut problems = Vec::new();
+
+        let secret = match (&args.jwt_secret_file, dev_secret) {
+            (Some(path), _) => read_secret(path, "--jwt-secret-file", &mut problems),
+            (None, dev) => dev,
+        };
+        let public_keys: Vec<PublicKeySpec> = args
+            .jwt_public_key_file
+            .iter()
+            .filter_map(|spec| {
+                PublicKeySpec::parse(spec)
+                    .map_err(|e| problems.push(ConfigError::new("--jwt-public-key-file", e)))
+                    .ok()
+            })
+            .collect();
+        if let Some(url) = &args.jwks_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            problems.push(ConfigError::new(
+                "--jwks-url",
+                format!("`{url}` is not an http(s) URL"),
+            ));
+        }
+        if args.jwks_url.is_some() {
+            problems.push(ConfigError::new(
+                "--jwks-url",
+                "remote JWKS is not supported by this build yet; use --jwt-public-key-file",
+            ));
+        }
+        let algorithms = parse_algorithms(&args.algorithms, &mut problems);
+
+        let keys = if secret.is_none() && public_keys.is_empty() && args.jwks_url.is_none() {
+            problems.push(ConfigError::new(
+                "--jwt-secret-file",
+                "no key at all: give --jwt-secret-file, --jwt-public-key-file or --jwks-url (or --dev to try it out)",
+            ));
+            None
+        } else {
+            match KeySet::new(secret.clone(), public_keys, algorithms) {
+                Ok(keys) => Some(keys),
+                Err(e) => {
+                    problems.push(e);
+                    None
+                }
+            }
+        };
+
+        let store = if args.redis_nodes.is_empty() {
+            StoreConfig::Memory
+        } else {
+            for node in &args.redis_nodes {
+                if let Err(e) = validate_redis_url(node) {
+                    problems.push(ConfigError::new("--redis-nodes", e));
+                }
+            }
+            let password = args
+                .redis_password_file
+                .as_ref()
+                .and_then(|p| read_secret(p, "--redis-password-file", &mut problems))
+                .and_then(|bytes| match String::from_utf8(bytes) {
+                    Ok(text) => Some(text),
+                    Err(_) => {
+                        problems.push(ConfigError::new(
+                            "--redis-password-file",
+                            "the password is not UTF-8",
+                        ));
+                        None
+                    }
+                });
+            StoreConfig::Redis(RedisConfig {
+                nodes: args.redis_nodes.clone(),
+                username: args.redis_username.clone(),
+                password,
+                read_from_replicas: args.redis_read_from_replicas,
+                connect_timeout: Duration::from_millis(args.redis_connect_timeout_ms.max(1)),
+                command_timeout: Duration::from_millis(args.redis_command_timeout_ms.max(1)),
+            })
+        };
+
+        let admin_token = args
+            .admin_token_file
+            .as_ref()
+            .and_then(|p| read_secret(p, "--admin-token-file", &mut problems))
+            .map(Secret);
+        let exposed = !args.listen.ip().is_loopback();
+        if exposed && admin_token.is_none() && args.admin_token_file.is_none() {
+            problems.push(ConfigError::new(
+                "--admin-token-file",
+                format!(
+                    "--listen {} is not a loopback address: the session API then needs --admin-token-file",
+                    args.listen
+                ),
+            ));
+        }
+
+        if let Some(cookie) = &args.token_cookie
+            && (cookie.is_empty()
+                || !cookie
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)))
+        {
+            problems.push(ConfigError::new(
+                "--token-cookie",
+                format!("`{cookie}` is not a cookie name"),
+            ));
+        }
+        if args.cache_max_entries == 0 {
+            problems.push(ConfigError::new(
+                "--cache-max-entries",
+                "must be at least 1 (use --cache-ttl 0 to disable the cache)",
+            ));
+        }
+        if args.max_header_bytes < 8192 {
+            problems.push(ConfigError::new(
+                "--max-header-bytes",
+                "must be at least 8192",
+            ));
+        }
+        if args.max_json_depth == 0 || args.max_json_depth > 128 {
+            problems.push(ConfigError::new(
+                "--max-json-depth",
+                "must be between 1 and 128",
+            ));
+        }
+        if args.session_ttl == 0 {
+            problems.push(ConfigError::new("--session-ttl", "must be at least 1"));
+        }
+
+        match keys {
+            Some(keys) if problems.is_empty() => Ok(Config {
+                dev: args.dev,
+                listen: args.listen,
+                listen_unix: args.listen_unix.clone(),
+                metrics_listen: args.metrics_listen,
+                store,
+                keys,
+                claims: ClaimRules {
+                    issuer: args.issuer.clone(),
+                    audience: args.audience.clone(),
+                    leeway: args.leeway,
+                },
+                cache_ttl: Duration::from_secs(args.cache_ttl),
+                cache_max_entries: args.cache_max_entries,
+                token_cookie: args.token_cookie.clone(),
+                admin_token,
+                signing_secret: secret.map(Secret),
+                session_keys: args.session_keys,
+                session_ttl: Duration::from_secs(args.session_ttl),
+                limits: Limits {
+                    max_token_bytes: args.max_token_bytes,
+                    max_header_bytes: args.max_header_bytes,
+                    max_body_bytes: args.max_body_bytes,
+                    max_session_bytes: args.max_session_bytes,
+                    max_json_depth: args.max_json_depth,
+                },
+                log_format: args.log_format,
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+/// Reads a secret file; trailing newlines (from `echo`, editors, Kubernetes secrets) are
+/// not part of the secret.
+fn read_secret(path: &Path, flag: &'static str, problems: &mut Vec<ConfigError>) -> Option<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(mut bytes) => {
+            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                bytes.pop();
+            }
+            if bytes.is_empty() {
+                problems.push(ConfigError::new(flag, format!("{} is empty", path.display())));
+                None
+            } else {
+                Some(bytes)
+            }
+        }
+        Err(e) => {
+            problems.push(ConfigError::new(
+                flag,
+                format!("cannot read {}: {e}", path.display()),
+            ));
+            None
+        }
+    }
+}
+
+fn parse_algorithms(names: &[String], problems: &mut Vec<ConfigError>) -> Option<Vec<Algorithm>> {
+    if names.is_empty() {
+        return None;
+    }
+    let mut algorithms = Vec::new();
+    for name in names {
+        let name = name.trim();
+        if name.eq_ignore_ascii_case("none") {
+            problems.push(ConfigError::new(
+                "--algorithms",
+                "`none` can never be allowed",
+            ));
+            continue;
+        }
+        match name.parse::<Algorithm>() {
+            Ok(alg) => algorithms.push(alg),
+            Err(_) => problems.push(ConfigError::new(
+                "--algorithms",
+                format!("`{name}` is not a supported algorithm (HS256/384/512, RS256/384/512, PS256/384/512, ES256, ES384, EdDSA)"),
+            )),
+        }
+    }
+    Some(algorithms)
+}
+
+fn validate_redis_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))
+        .ok_or_else(|| format!("`{url}` is not a redis:// or rediss:// URL"))?;
+    let host_port = rest.rsplit('@').next().unwrap_or(rest);
+    let host_port = host_port.split('/').next().unwrap_or(host_port);
+    let (host, port) = host_port
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{url}` has no port"))?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("`{url}` is not host:port"));
+    }
+    redis::IntoConnectionInfo::into_connection_info(url)
+        .map(|_| ())
+        .map_err(|e| format!("`{url}`: {e}"))
+}

@@ -1,0 +1,44 @@
+//! The admin server on `--metrics-listen`: `/metrics`, `/healthz` (the process answers) and
+//! `/readyz` (keys loaded and the store reachable). Nothing here touches the API's data path.
+
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+
+use super::respond::{self, HttpResponse};
+use crate::App;
+
+/// Longest time `/readyz` waits for the store.
+const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Routes one admin request.
+pub async fn route(app: &App, request: Request<Incoming>) -> HttpResponse {
+    match request.uri().path() {
+        "/metrics" => {
+            app.cache.run_pending_tasks().await;
+            let body = app.metrics.render(app.cache.entry_count());
+            respond::text(StatusCode::OK, "text/plain; version=0.0.4", body)
+        }
+        "/healthz" => respond::text(StatusCode::OK, "text/plain", "ok\n"),
+        "/readyz" => {
+            let store = tokio::time::timeout(READY_PROBE_TIMEOUT, app.store.ping()).await;
+            match store {
+                Ok(Ok(())) if !app.verifier.jwt().keys().allowed().is_empty() => {
+                    respond::text(StatusCode::OK, "text/plain", "ready\n")
+                }
+                Ok(Ok(())) => respond::text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "no verification keys\n",
+                ),
+                _ => respond::text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "store unreachable\n",
+                ),
+            }
+        }
+        _ => respond::text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}

@@ -1,0 +1,103 @@
+//! `/verify` (forward-auth, SPEC §3.1) and `POST /v1/verify` (introspection, SPEC §3.2).
+//! This is the hot path: on a cache hit it copies pre-rendered headers and allocates only
+//! the response.
+
+use bytes::Buf;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::Deserialize;
+
+use super::respond::{self, HttpResponse};
+use crate::App;
+use crate::error::{ApiError, Reason};
+use crate::verify::{Decision, Verdict, extract, introspection};
+
+/// `GET|HEAD|POST /verify[/...]`: headers for a proxy, or a `401`/`503`.
+pub async fn forward_auth(app: &App, request: &Request<Incoming>) -> HttpResponse {
+    let token = match extract::token_from_headers(
+        request.headers(),
+        app.token_cookie.as_deref(),
+        app.limits.max_token_bytes,
+    ) {
+        Ok(token) => token,
+        Err(reason) => {
+            app.metrics.verification_refused_early(reason);
+            return app.rejections.reject(reason);
+        }
+    };
+    match app.verifier.verify(token).await {
+        Verdict::Decided(entry) => match &entry.decision {
+            Decision::Grant(grant) => respond::forward_auth_grant(grant),
+            Decision::Deny(reason) => app.rejections.reject(*reason),
+        },
+        Verdict::Rejected(reason) => app.rejections.reject(reason),
+        Verdict::Unavailable => respond::unavailable(),
+    }
+}
+
+/// `POST /v1/verify` with `{"token": "..."}` or the Authorization header.
+pub async fn introspect(app: &App, request: Request<Incoming>) -> HttpResponse {
+    #[derive(Deserialize)]
+    struct Body {
+        token: Option<String>,
+    }
+    let from_header = extract::token_from_headers(
+        request.headers(),
+        app.token_cookie.as_deref(),
+        app.limits.max_token_bytes,
+    )
+    .map(str::to_owned);
+    let body = match read_limited(request.into_body(), app.limits.max_body_bytes).await {
+        Ok(body) => body,
+        Err(error) => return respond::api_error(&error),
+    };
+    let from_body = if body.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice::<Body>(&body) {
+            Ok(parsed) => parsed.token,
+            Err(_) => {
+                app.metrics.verification_refused_early(Reason::Malformed);
+                return app.rejections.reject(Reason::Malformed);
+            }
+        }
+    };
+    let token = match (from_body, from_header) {
+        (Some(token), _) => match extract::checked(&token, app.limits.max_token_bytes) {
+            Ok(_) => token,
+            Err(reason) => {
+                app.metrics.verification_refused_early(reason);
+                return app.rejections.reject(reason);
+            }
+        },
+        (None, Ok(token)) => token,
+        (None, Err(reason)) => {
+            app.metrics.verification_refused_early(reason);
+            return app.rejections.reject(reason);
+        }
+    };
+    match app.verifier.verify(&token).await {
+        Verdict::Decided(entry) => match &entry.decision {
+            Decision::Grant(grant) => respond::json(StatusCode::OK, &introspection(grant)),
+            Decision::Deny(reason) => app.rejections.reject(*reason),
+        },
+        Verdict::Rejected(reason) => app.rejections.reject(reason),
+        Verdict::Unavailable => respond::unavailable(),
+    }
+}
+
+/// Reads a request body of at most `limit` bytes.
+pub async fn read_limited(body: Incoming, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, limit);
+    match limited.collect().await {
+        Ok(collected) => {
+            let mut buf = collected.aggregate();
+            Ok(buf.copy_to_bytes(buf.remaining()))
+        }
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::BodyTooLarge(limit))
+        }
+        Err(_) => Err(ApiError::MalformedBody("the body was cut off".into())),
+    }
+}

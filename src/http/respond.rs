@@ -1,0 +1,149 @@
+//! Every response the API sends is built here: the forward-auth grant and rejection, the
+//! introspection answers, JSON bodies and the rendering of [`ApiError`]s. Rejection headers and
+//! bodies are rendered once per reason at start-up, so a cached rejection allocates nothing
+//! but the response itself.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use hyper::{Response, StatusCode};
+use serde_json::Value;
+
+use crate::error::{ApiError, Reason};
+use crate::verify::Grant;
+
+/// The response type of every handler.
+pub type HttpResponse = Response<Full<Bytes>>;
+
+pub const X_AUTH_SUBJECT: &str = "x-auth-subject";
+pub const X_AUTH_SESSION_ID: &str = "x-auth-session-id";
+pub const X_AUTH_CLAIMS: &str = "x-auth-claims";
+pub const X_AUTH_SESSION: &str = "x-auth-session";
+
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const UNAVAILABLE_BODY: &[u8] = br#"{"active":false,"reason":"store_unavailable"}"#;
+
+/// Pre-rendered rejections, one per reason.
+pub struct Rejections {
+    challenge: Vec<HeaderValue>,
+    body: Vec<Bytes>,
+}
+
+impl Rejections {
+    pub fn new() -> Self {
+        let challenge = Reason::ALL
+            .iter()
+            .map(|reason| {
+                let value = match reason {
+                    // RFC 6750 §3: no error attribute when the request had no token.
+                    Reason::MissingToken => r#"Bearer realm="session-sidecar""#.to_owned(),
+                    _ => format!(
+                        r#"Bearer realm="session-sidecar", error="invalid_token", error_description="{}""#,
+                        reason.as_str()
+                    ),
+                };
+                HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("Bearer"))
+            })
+            .collect();
+        let body = Reason::ALL
+            .iter()
+            .map(|reason| {
+                Bytes::from(format!(
+                    r#"{{"active":false,"reason":"{}"}}"#,
+                    reason.as_str()
+                ))
+            })
+            .collect();
+        Rejections { challenge, body }
+    }
+
+    /// `401` with the RFC 6750 challenge and `{"active":false,"reason":...}`.
+    pub fn reject(&self, reason: Reason) -> HttpResponse {
+        let mut response = Response::new(Full::new(self.body[reason.index()].clone()));
+        *response.status_mut() = StatusCode::UNAUTHORIZED;
+        let headers = response.headers_mut();
+        headers.insert(WWW_AUTHENTICATE, self.challenge[reason.index()].clone());
+        headers.insert(CONTENT_TYPE, JSON);
+        headers.insert(CACHE_CONTROL, NO_STORE);
+        response
+    }
+}
+
+impl Default for Rejections {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `200` with the forward-auth headers of a grant and an empty body.
+pub fn forward_auth_grant(grant: &Grant) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    let headers = response.headers_mut();
+    headers.insert(X_AUTH_SUBJECT, grant.headers.subject.clone());
+    if let Some(sid) = &grant.headers.session_id {
+        headers.insert(X_AUTH_SESSION_ID, sid.clone());
+    }
+    headers.insert(X_AUTH_CLAIMS, grant.headers.claims.clone());
+    if let Some(session) = &grant.headers.session {
+        headers.insert(X_AUTH_SESSION, session.clone());
+    }
+    headers.insert(CACHE_CONTROL, NO_STORE);
+    response
+}
+
+/// `503 {"active":false,"reason":"store_unavailable"}`: the decision is impossible.
+pub fn unavailable() -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from_static(UNAVAILABLE_BODY)));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response.headers_mut().insert(CONTENT_TYPE, JSON);
+    response.headers_mut().insert(CACHE_CONTROL, NO_STORE);
+    response
+        .headers_mut()
+        .insert("retry-after", HeaderValue::from_static("1"));
+    response
+}
+
+/// A JSON body with a status.
+pub fn json(status: StatusCode, body: &Value) -> HttpResponse {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, JSON);
+    response.headers_mut().insert(CACHE_CONTROL, NO_STORE);
+    response
+}
+
+/// An empty response with a status.
+pub fn empty(status: StatusCode) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CACHE_CONTROL, NO_STORE);
+    response
+}
+
+/// Plain text (admin endpoints).
+pub fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> HttpResponse {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// The one rendering of an [`ApiError`]: its status and `{"reason":...,"message":...}`.
+pub fn api_error(error: &ApiError) -> HttpResponse {
+    let (status, reason) = error.status_and_reason();
+    let mut response = json(
+        status,
+        &serde_json::json!({ "reason": reason, "message": error.to_string() }),
+    );
+    if matches!(error, ApiError::Unauthorized) {
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Bearer realm="session-sidecar-admin""#),
+        );
+    }
+    response
+}

@@ -1,0 +1,259 @@
+//! The session and revocation API (SPEC §3.3): create, read, merge-patch, delete, log out
+//! everywhere, revoke by `jti`. Every change is applied to this sidecar's cache and published
+//! to the others before the call answers.
+
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::header::AUTHORIZATION;
+use hyper::{Request, StatusCode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::forward_auth::read_limited;
+use super::respond::{self, HttpResponse};
+use crate::App;
+use crate::error::ApiError;
+use crate::mint::random_id;
+use crate::store::{Invalidation, NewSession, PatchLimits, PatchOutcome, Session, unix_now};
+use crate::verify::jwt::{header_safe, json_too_deep, valid_id};
+
+/// Random bytes in a session id (144 bits, 24 base64url characters).
+const SID_BYTES: usize = 18;
+/// Random bytes in a token id.
+const JTI_BYTES: usize = 16;
+/// Random bytes in a per-session secret.
+const SESSION_SECRET_BYTES: usize = 32;
+/// Longest session lifetime a caller may ask for (30 days).
+const MAX_SESSION_TTL: Duration = Duration::from_secs(30 * 86_400);
+
+type ApiResult = Result<HttpResponse, ApiError>;
+
+/// `POST /v1/sessions {"sub":..., "data":{...}, "ttl":3600}` → `201 {"sid","token","expires_at"}`.
+pub async fn create(app: &App, request: Request<Incoming>) -> ApiResult {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct CreateSession {
+        sub: String,
+        #[serde(default)]
+        data: Option<Value>,
+        ttl: Option<u64>,
+    }
+    authorize(app, &request)?;
+    let signer = app.signer.as_ref().ok_or(ApiError::NoSigningKey)?;
+    let body: CreateSession = read_json(app, request).await?;
+    if !header_safe(&body.sub) || body.sub.len() > 1024 {
+        return Err(ApiError::MalformedBody(
+            "`sub` must be 1 to 1024 characters without control characters".into(),
+        ));
+    }
+    let data = body.data.unwrap_or_else(|| json!({}));
+    check_session_size(app, &data)?;
+    let ttl = match body.ttl {
+        Some(0) => return Err(ApiError::MalformedBody("`ttl` must be at least 1".into())),
+        Some(seconds) => Duration::from_secs(seconds).min(MAX_SESSION_TTL),
+        None => app.session_ttl,
+    };
+    let sid = random_id(SID_BYTES);
+    let jti = random_id(JTI_BYTES);
+    let expires_at = unix_now() + ttl.as_secs();
+    let secret = app.session_keys.then(|| random_id(SESSION_SECRET_BYTES));
+    let token = signer
+        .sign(&body.sub, Some(&sid), Some(&jti), expires_at, &[])
+        .map_err(|_| ApiError::NoSigningKey)?;
+    app.store
+        .create(NewSession {
+            sid: sid.clone(),
+            sub: body.sub,
+            data,
+            expires_at,
+            secret: secret.clone(),
+        })
+        .await?;
+    let mut answer = json!({ "sid": sid, "token": token, "expires_at": expires_at });
+    if let (Some(secret), Value::Object(map)) = (secret, &mut answer) {
+        map.insert("session_secret".into(), Value::String(secret));
+    }
+    Ok(respond::json(StatusCode::CREATED, &answer))
+}
+
+/// `GET /v1/sessions/{sid}` → `200 {"sid","sub","data","expires_at"}` or `404`.
+pub async fn get(app: &App, request: &Request<Incoming>, sid: &str) -> ApiResult {
+    authorize(app, request)?;
+    let sid = checked_id(sid)?;
+    match app.store.get(sid).await? {
+        Some(session) => Ok(respond::json(StatusCode::OK, &session_body(&session))),
+        None => Err(ApiError::NotFound),
+    }
+}
+
+/// `PATCH /v1/sessions/{sid}` with an RFC 7396 merge patch of `data`, applied atomically.
+pub async fn patch(app: &App, request: Request<Incoming>, sid: &str) -> ApiResult {
+    authorize(app, &request)?;
+    let sid = checked_id(sid)?;
+    let patch: Value = read_json(app, request).await?;
+    let limits = PatchLimits {
+        max_session_bytes: app.limits.max_session_bytes,
+    };
+    match app.store.patch(sid, &patch, limits).await? {
+        PatchOutcome::Patched(session) => {
+            app.announce(Invalidation::SessionUpdated(sid.to_owned()))
+                .await?;
+            Ok(respond::json(StatusCode::OK, &session_body(&session)))
+        }
+        PatchOutcome::NotFound => Err(ApiError::NotFound),
+        PatchOutcome::TooLarge => Err(ApiError::SessionTooLarge(app.limits.max_session_bytes)),
+    }
+}
+
+/// `DELETE /v1/sessions/{sid}` → `204`; every sidecar rejects its tokens from then on.
+pub async fn delete(app: &App, request: &Request<Incoming>, sid: &str) -> ApiResult {
+    authorize(app, request)?;
+    let sid = checked_id(sid)?;
+    app.store.delete(sid).await?;
+    // Announced even when it was already gone: a retry after a failed announcement must work.
+    app.announce(Invalidation::SessionDeleted(sid.to_owned()))
+        .await?;
+    Ok(respond::empty(StatusCode::NO_CONTENT))
+}
+
+/// `DELETE /v1/users/{sub}/sessions` → `200 {"revoked":N}`.
+pub async fn delete_subject(app: &App, request: &Request<Incoming>, sub: &str) -> ApiResult {
+    authorize(app, request)?;
+    let sub = percent_decode(sub)
+        .filter(|s| header_safe(s))
+        .ok_or_else(|| ApiError::MalformedBody("the subject in the path is not readable".into()))?;
+    let sids = app.store.delete_subject(&sub).await?;
+    for sid in &sids {
+        app.announce(Invalidation::SessionDeleted(sid.clone()))
+            .await?;
+    }
+    Ok(respond::json(StatusCode::OK, &json!({ "revoked": sids.len() })))
+}
+
+/// `POST /v1/revoke {"token":...}` or `{"jti":...,"exp":...}` → `204`.
+pub async fn revoke(app: &App, request: Request<Incoming>) -> ApiResult {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RevokeBody {
+        token: Option<String>,
+        jti: Option<Value>,
+        exp: Option<u64>,
+        sid: Option<String>,
+    }
+    authorize(app, &request)?;
+    let body: RevokeBody = read_json(app, request).await?;
+    let (jti, exp, sid) = match body.token {
+        Some(token) => {
+            // The token is read, not verified: revoking must work for any token that names
+            // a jti, also one that is already invalid for another reason.
+            let claims = unverified_claims(&token, app.limits.max_json_depth)?;
+            let jti = claims.get("jti").cloned();
+            let exp = claims.get("exp").and_then(Value::as_u64);
+            let sid = claims.get("sid").and_then(Value::as_str).map(str::to_owned);
+            (jti, exp, sid)
+        }
+        None => (body.jti, body.exp, body.sid),
+    };
+    let jti = match jti {
+        Some(Value::String(jti)) if valid_id(&jti) => jti,
+        Some(_) => return Err(ApiError::MalformedBody("`jti` is not a valid id".into())),
+        None => return Err(ApiError::MissingJti),
+    };
+    if let Some(sid) = &sid {
+        checked_id(sid)?;
+    }
+    let exp = exp.ok_or_else(|| ApiError::MalformedBody("`exp` (unix seconds) is required".into()))?;
+    if exp > unix_now() {
+        app.store.revoke(&jti, sid.as_deref(), exp).await?;
+    }
+    app.announce(Invalidation::TokenRevoked(jti)).await?;
+    Ok(respond::empty(StatusCode::NO_CONTENT))
+}
+
+/// Checks the admin credential when one is configured, in constant time.
+fn authorize(app: &App, request: &Request<Incoming>) -> Result<(), ApiError> {
+    let Some(expected) = &app.admin_token else {
+        return Ok(());
+    };
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, credential)| credential.trim())
+        .ok_or(ApiError::Unauthorized)?;
+    // blake3::Hash compares in constant time; hashing first also hides the length.
+    if blake3::hash(presented.as_bytes()) == *expected {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+async fn read_json<T: DeserializeOwned>(app: &App, request: Request<Incoming>) -> Result<T, ApiError> {
+    let body = read_limited(request.into_body(), app.limits.max_body_bytes).await?;
+    if json_too_deep(&body, app.limits.max_json_depth) {
+        return Err(ApiError::TooDeep(app.limits.max_json_depth));
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::MalformedBody(e.to_string()))
+}
+
+fn check_session_size(app: &App, data: &Value) -> Result<(), ApiError> {
+    let size = serde_json::to_vec(data).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > app.limits.max_session_bytes {
+        return Err(ApiError::SessionTooLarge(app.limits.max_session_bytes));
+    }
+    Ok(())
+}
+
+fn checked_id(id: &str) -> Result<&str, ApiError> {
+    if valid_id(id) {
+        Ok(id)
+    } else {
+        Err(ApiError::MalformedBody("the session id is not valid".into()))
+    }
+}
+
+fn session_body(session: &Session) -> Value {
+    json!({
+        "sid": session.sid,
+        "sub": session.sub,
+        "data": session.data,
+        "expires_at": session.expires_at,
+    })
+}
+
+fn unverified_claims(token: &str, max_depth: usize) -> Result<serde_json::Map<String, Value>, ApiError> {
+    use base64::Engine;
+    let malformed = || ApiError::MalformedBody("`token` is not a JWT".into());
+    let segment = token.split('.').nth(1).ok_or_else(malformed)?;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| malformed())?;
+    if json_too_deep(&payload, max_depth) {
+        return Err(ApiError::TooDeep(max_depth));
+    }
+    serde_json::from_slice(&payload).map_err(|_| malformed())
+}
+
+/// Decodes `%XX` escapes of a path segment; `None` when they do not make UTF-8.
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}

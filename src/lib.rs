@@ -1,0 +1,283 @@
+//! `session-sidecar`: verifies bearer tokens and serves sessions next to an application, from a
+//! local cache in front of a Redis Cluster.
+//!
+//! # Layout
+//! A request flows one way: [`http`] → [`verify`] → [`cache`] → [`store`].
+//! - [`config`]: the CLI and environment, validated into a typed [`config::Config`].
+//! - [`http`]: the API server (forward-auth, introspection, sessions), the admin server, draining.
+//! - [`verify`]: token extraction, JWT checks ([`verify::jwt`]), the [`verify::Decision`].
+//! - [`keys`]: the HMAC secret and public keys, and which key a token selects.
+//! - [`cache`]: the moka cache of decisions, coalesced misses, invalidation by session/token id.
+//! - [`store`]: the [`store::SessionStore`] trait, the embedded store and the Redis Cluster store.
+//! - [`invalidation`]: the subscription that applies other sidecars' changes to the cache.
+//! - [`metrics`]: every Prometheus metric.
+//! - [`mint`]: signing tokens (`token`, `--dev`, the session API).
+//! - [`error`]: typed errors and their one mapping to reasons and statuses.
+
+#![forbid(unsafe_code)]
+
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod keys;
+pub mod metrics;
+pub mod mint;
+pub mod store;
+pub mod verify;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::cache::DecisionCache;
+use crate::config::{Config, Limits, StoreConfig};
+use crate::error::{ApiError, StoreError};
+use crate::http::respond::Rejections;
+use crate::metrics::Metrics;
+use crate::mint::TokenSigner;
+use crate::store::{Invalidation, SessionStore};
+use crate::verify::Verifier;
+use crate::verify::jwt::JwtVerifier;
+
+/// Everything a request handler needs, shared by all connections.
+pub struct App {
+    pub verifier: Verifier,
+    pub cache: DecisionCache,
+    pub store: Arc<dyn SessionStore>,
+    pub metrics: Arc<Metrics>,
+    pub signer: Option<TokenSigner>,
+    pub rejections: Rejections,
+    pub token_cookie: Option<String>,
+    pub admin_token: Option<blake3::Hash>,
+    pub limits: Limits,
+    pub session_ttl: Duration,
+    pub session_keys: bool,
+}
+
+impl App {
+    /// Applies a change to this sidecar's cache and tells every other sidecar about it.
+    /// Fails when it could not be published: the caller must retry, or other sidecars would
+    /// go on trusting what was changed until their cache TTL.
+    pub async fn announce(&self, change: Invalidation) -> Result<(), ApiError> {
+        self.cache.apply(&change).await;
+        match self.store.publish(&change).await {
+            Ok(()) => {
+                self.metrics.invalidation_published("ok");
+                Ok(())
+            }
+            Err(error) => {
+                self.metrics.invalidation_published("error");
+                tracing::warn!(%error, "could not publish an invalidation");
+                Err(ApiError::Store(error))
+            }
+        }
+    }
+}
+
+/// Why the sidecar could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A sidecar whose listeners are bound, ready to [`Sidecar::run`].
+pub struct Sidecar {
+    app: Arc<App>,
+    api: TcpListener,
+    unix: Option<(UnixListener, PathBuf)>,
+    admin: TcpListener,
+    max_header_bytes: usize,
+    background: JoinSet<()>,
+}
+
+impl Sidecar {
+    /// Connects the store, binds every listener and starts the background tasks.
+    pub async fn bind(config: Config) -> Result<Sidecar, RunError> {
+        let metrics = Arc::new(Metrics::new());
+        let cache = DecisionCache::new(
+            config.cache_ttl,
+            config.cache_max_entries,
+            Arc::clone(&metrics),
+        );
+        let background = JoinSet::new();
+        let store: Arc<dyn SessionStore> = match &config.store {
+            StoreConfig::Memory => {
+                tracing::warn!(
+                    "no --redis-nodes: sessions live in this process only; other sidecars will not see them"
+                );
+                metrics.set_subscription_connected(true);
+                Arc::new(store::memory::MemoryStore::new())
+            }
+            StoreConfig::Redis(_redis) => {
+                return Err(RunError::Store(StoreError::Unavailable("redis: not yet".into())));
+            }
+        };
+        let signer = config.signing_secret.as_ref().map(|secret| {
+            TokenSigner::new(
+                &secret.0,
+                config.claims.issuer.clone(),
+                config.claims.audience.first().cloned(),
+            )
+        });
+        let jwt = JwtVerifier::new(
+            config.keys,
+            &config.claims,
+            config.limits.max_json_depth,
+        );
+        let verifier = Verifier::new(
+            jwt,
+            cache.clone(),
+            Arc::clone(&store),
+            Arc::clone(&metrics),
+            config.session_keys,
+        );
+        let app = Arc::new(App {
+            verifier,
+            cache,
+            store,
+            metrics,
+            signer,
+            rejections: Rejections::new(),
+            token_cookie: config.token_cookie,
+            admin_token: config.admin_token.as_ref().map(|t| blake3::hash(&t.0)),
+            limits: config.limits,
+            session_ttl: config.session_ttl,
+            session_keys: config.session_keys,
+        });
+        let api = bind_tcp(config.listen).await?;
+        let admin = bind_tcp(config.metrics_listen).await?;
+        let unix = match config.listen_unix {
+            Some(path) => {
+                // A socket file left by a previous run would make bind fail.
+                let _ = std::fs::remove_file(&path);
+                let listener = UnixListener::bind(&path).map_err(|source| RunError::Bind {
+                    address: path.display().to_string(),
+                    source,
+                })?;
+                Some((listener, path))
+            }
+            None => None,
+        };
+        Ok(Sidecar {
+            app,
+            api,
+            unix,
+            admin,
+            max_header_bytes: config.limits.max_header_bytes,
+            background,
+        })
+    }
+
+    /// The bound API address.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api.local_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+    }
+
+    /// The shared state (for `--dev`, which creates its demo session through it).
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, drains in-flight requests and
+    /// returns.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let Sidecar {
+            app,
+            api,
+            unix,
+            admin,
+            max_header_bytes,
+            mut background,
+        } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let builder = Arc::new(http::connection_builder(max_header_bytes));
+        let mut servers = JoinSet::new();
+        let api_app = Arc::clone(&app);
+        let api_handler = move |request| {
+            let app = Arc::clone(&api_app);
+            async move { http::route(&app, request).await }
+        };
+        servers.spawn(http::serve(
+            api,
+            Arc::clone(&builder),
+            api_handler.clone(),
+            stop_rx.clone(),
+        ));
+        let mut socket_path = None;
+        if let Some((listener, path)) = unix {
+            servers.spawn(http::serve(
+                listener,
+                Arc::clone(&builder),
+                api_handler,
+                stop_rx.clone(),
+            ));
+            socket_path = Some(path);
+        }
+        let admin_app = Arc::clone(&app);
+        let admin_handler = move |request| {
+            let app = Arc::clone(&admin_app);
+            async move { http::admin::route(&app, request).await }
+        };
+        servers.spawn(http::serve(admin, builder, admin_handler, stop_rx));
+
+        shutdown.await;
+        tracing::info!("shutting down: no new connections, draining in-flight requests");
+        let _ = stop_tx.send(true);
+        while servers.join_next().await.is_some() {}
+        background.shutdown().await;
+        if let Some(path) = socket_path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+async fn bind_tcp(address: SocketAddr) -> Result<TcpListener, RunError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| RunError::Bind {
+            address: address.to_string(),
+            source,
+        })
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,270 @@
+//! Every Prometheus metric of the sidecar, defined once, in one registry per sidecar (so that
+//! two sidecars in one test process do not share counters).
+//!
+//! Label values are closed sets (reasons, cache outcome, command names, causes), never ids.
+//! The hit path uses pre-resolved children: no label hashing per request.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::error::Reason;
+
+/// Latency buckets from 5 µs (a cache hit) to 1 s (a struggling store).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// How a verification ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Valid,
+    Invalid(Reason),
+    Unavailable,
+}
+
+/// The sidecar's metrics.
+pub struct Metrics {
+    registry: Registry,
+    valid: IntCounter,
+    invalid: Vec<IntCounter>,
+    unavailable: IntCounter,
+    duration_hit: Histogram,
+    duration_miss: Histogram,
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
+    cache_entries: IntGauge,
+    cache_evictions: IntCounterVec,
+    redis_commands: IntCounterVec,
+    redis_duration: HistogramVec,
+    invalidations_received: IntCounterVec,
+    invalidations_published: IntCounterVec,
+    subscription_connected: IntGauge,
+    key_refreshes: IntCounterVec,
+}
+
+fn registered<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    // Registration only fails on a duplicate name, which the names below rule out.
+    let _ = registry.register(Box::new(metric.clone()));
+    metric
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let r = &registry;
+        let verifications = registered(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "session_sidecar_verifications_total",
+                    "Token verifications, by result and reason.",
+                ),
+                &["result", "reason"],
+            )
+            .expect("valid metric"),
+        );
+        let durations = registered(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "session_sidecar_verification_duration_seconds",
+                    "Time to decide on a token, by cache outcome.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["cache"],
+            )
+            .expect("valid metric"),
+        );
+        Metrics {
+            valid: verifications.with_label_values(&["valid", "none"]),
+            invalid: Reason::ALL
+                .iter()
+                .map(|reason| verifications.with_label_values(&["invalid", reason.as_str()]))
+                .collect(),
+            unavailable: verifications.with_label_values(&["unavailable", "store_unavailable"]),
+            duration_hit: durations.with_label_values(&["hit"]),
+            duration_miss: durations.with_label_values(&["miss"]),
+            cache_hits: registered(
+                r,
+                IntCounter::new(
+                    "session_sidecar_cache_hits_total",
+                    "Verifications answered from the cache.",
+                )
+                .expect("valid metric"),
+            ),
+            cache_misses: registered(
+                r,
+                IntCounter::new(
+                    "session_sidecar_cache_misses_total",
+                    "Verifications that were not in the cache.",
+                )
+                .expect("valid metric"),
+            ),
+            cache_entries: registered(
+                r,
+                IntGauge::new(
+                    "session_sidecar_cache_entries",
+                    "Decisions in the cache (at the last scrape).",
+                )
+                .expect("valid metric"),
+            ),
+            cache_evictions: registered(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "session_sidecar_cache_evictions_total",
+                        "Decisions removed from the cache, by cause (expired, size, invalidated, replaced).",
+                    ),
+                    &["cause"],
+                )
+                .expect("valid metric"),
+            ),
+            redis_commands: registered(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "session_sidecar_redis_commands_total",
+                        "Redis calls, by operation and outcome (ok, error, timeout).",
+                    ),
+                    &["command", "outcome"],
+                )
+                .expect("valid metric"),
+            ),
+            redis_duration: registered(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "session_sidecar_redis_command_duration_seconds",
+                        "Redis call latency, by operation.",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["command"],
+                )
+                .expect("valid metric"),
+            ),
+            invalidations_received: registered(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "session_sidecar_invalidations_received_total",
+                        "Invalidation messages received from other sidecars, by kind.",
+                    ),
+                    &["kind"],
+                )
+                .expect("valid metric"),
+            ),
+            invalidations_published: registered(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "session_sidecar_invalidations_published_total",
+                        "Invalidation messages published, by outcome.",
+                    ),
+                    &["outcome"],
+                )
+                .expect("valid metric"),
+            ),
+            subscription_connected: registered(
+                r,
+                IntGauge::new(
+                    "session_sidecar_invalidation_subscription_connected",
+                    "1 while the invalidation subscription is up (always 1 with the embedded store).",
+                )
+                .expect("valid metric"),
+            ),
+            key_refreshes: registered(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "session_sidecar_key_refreshes_total",
+                        "Key set refreshes, by outcome.",
+                    ),
+                    &["outcome"],
+                )
+                .expect("valid metric"),
+            ),
+            registry,
+        }
+    }
+
+    /// Counts one verification and its latency.
+    pub fn verification(&self, outcome: Outcome, cache_hit: bool, elapsed: Duration) {
+        match outcome {
+            Outcome::Valid => self.valid.inc(),
+            Outcome::Invalid(reason) => self.invalid[reason.index()].inc(),
+            Outcome::Unavailable => self.unavailable.inc(),
+        }
+        let seconds = elapsed.as_secs_f64();
+        if cache_hit {
+            self.cache_hits.inc();
+            self.duration_hit.observe(seconds);
+        } else {
+            self.cache_misses.inc();
+            self.duration_miss.observe(seconds);
+        }
+    }
+
+    /// Counts a verification refused before the cache was asked (no token, unreadable header).
+    pub fn verification_refused_early(&self, reason: Reason) {
+        self.invalid[reason.index()].inc();
+    }
+
+    /// Counts a cache eviction.
+    pub fn cache_eviction(&self, cause: &'static str) {
+        self.cache_evictions.with_label_values(&[cause]).inc();
+    }
+
+    /// Counts one Redis call.
+    pub fn redis_command(&self, command: &'static str, outcome: &'static str, elapsed: Duration) {
+        self.redis_commands
+            .with_label_values(&[command, outcome])
+            .inc();
+        self.redis_duration
+            .with_label_values(&[command])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a received invalidation.
+    pub fn invalidation_received(&self, kind: &'static str) {
+        self.invalidations_received.with_label_values(&[kind]).inc();
+    }
+
+    /// Counts a published invalidation.
+    pub fn invalidation_published(&self, outcome: &'static str) {
+        self.invalidations_published
+            .with_label_values(&[outcome])
+            .inc();
+    }
+
+    /// Sets the subscription gauge.
+    pub fn set_subscription_connected(&self, connected: bool) {
+        self.subscription_connected.set(i64::from(connected));
+    }
+
+    /// Counts a key refresh.
+    pub fn key_refresh(&self, outcome: &'static str) {
+        self.key_refreshes.with_label_values(&[outcome]).inc();
+    }
+
+    /// Renders the registry in the Prometheus text format, after setting the cache gauge.
+    pub fn render(&self, cache_entries: u64) -> Vec<u8> {
+        self.cache_entries
+            .set(i64::try_from(cache_entries).unwrap_or(i64::MAX));
+        let mut out = Vec::with_capacity(8 * 1024);
+        // Encoding into a Vec cannot fail for the text format.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,177 @@
+//! The session store: what a verification miss and the session API need from wherever sessions
+//! live, and the types they exchange.
+//!
+//! [`SessionStore::lookup`] is the only call on the verification path and must cost one round
+//! trip: the session (with its per-session secret) and the `jti` deny-list entry together.
+//! Implementations: [`memory::MemoryStore`] (embedded, one process) and [`redis::RedisStore`]
+//! (Redis Cluster). Stores never touch the cache: they report what changed as
+//! [`Invalidation`]s, and the caller applies and publishes them.
+
+pub mod memory;
+// pub mod redis;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::StoreError;
+
+/// A live session: who it belongs to, its data, and when it ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub sid: String,
+    pub sub: String,
+    pub data: Value,
+    pub expires_at: u64,
+    /// Per-session HMAC secret (base64url), for tokens whose `kid` is this session's id.
+    #[serde(skip_serializing)]
+    pub secret: Option<String>,
+}
+
+/// What a session is created with.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub sid: String,
+    pub sub: String,
+    pub data: Value,
+    pub expires_at: u64,
+    pub secret: Option<String>,
+}
+
+/// What one verification miss needs from the store.
+#[derive(Debug, Clone, Copy)]
+pub struct LookupQuery<'a> {
+    /// The session the token is bound to (`sid`, or `kid` with per-session keys).
+    pub sid: Option<&'a str>,
+    /// The token's `jti`, to check against the deny-list.
+    pub jti: Option<&'a str>,
+}
+
+/// The store's answer to a [`LookupQuery`].
+#[derive(Debug, Clone, Default)]
+pub struct Lookup {
+    /// The session, when `sid` was asked and it lives.
+    pub session: Option<Session>,
+    /// Whether `jti` is deny-listed.
+    pub revoked: bool,
+}
+
+/// A change that other sidecars must apply to their caches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// The session ended (deleted, logged out everywhere): its tokens are `session_inactive`.
+    SessionDeleted(String),
+    /// The session's data changed: cached copies must be read again.
+    SessionUpdated(String),
+    /// A token id was deny-listed: tokens carrying it are `revoked`.
+    TokenRevoked(String),
+}
+
+/// How a merge patch is applied.
+#[derive(Debug, Clone, Copy)]
+pub struct PatchLimits {
+    pub max_session_bytes: usize,
+}
+
+/// Result of a patch.
+#[derive(Debug)]
+pub enum PatchOutcome {
+    Patched(Session),
+    NotFound,
+    TooLarge,
+}
+
+/// Where sessions and the deny-list live.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// The session and the deny-list entry one verification needs, in one round trip.
+    async fn lookup(&self, query: LookupQuery<'_>) -> Result<Lookup, StoreError>;
+    /// Stores a new session (and indexes it under its subject).
+    async fn create(&self, session: NewSession) -> Result<(), StoreError>;
+    /// Reads a session.
+    async fn get(&self, sid: &str) -> Result<Option<Session>, StoreError>;
+    /// Applies an RFC 7396 merge patch to a session's data atomically: concurrent patches
+    /// never lose an update.
+    async fn patch(
+        &self,
+        sid: &str,
+        patch: &Value,
+        limits: PatchLimits,
+    ) -> Result<PatchOutcome, StoreError>;
+    /// Deletes a session; `false` when there was none.
+    async fn delete(&self, sid: &str) -> Result<bool, StoreError>;
+    /// Deletes every session of a subject; returns the ids deleted.
+    async fn delete_subject(&self, sub: &str) -> Result<Vec<String>, StoreError>;
+    /// Deny-lists a token id until `exp` (unix seconds). `sid` is the session the token is
+    /// bound to, when known: the entry then sits next to that session.
+    async fn revoke(&self, jti: &str, sid: Option<&str>, exp: u64) -> Result<(), StoreError>;
+    /// Tells every other sidecar sharing this store about a change.
+    async fn publish(&self, change: &Invalidation) -> Result<(), StoreError>;
+    /// Whether the store answers (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// RFC 7396 JSON merge patch of `target` by `patch`.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch_map) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(serde_json::Map::new());
+    }
+    if let Value::Object(target_map) = target {
+        for (key, value) in patch_map {
+            if value.is_null() {
+                target_map.remove(key);
+            } else {
+                merge_patch(
+                    target_map.entry(key.clone()).or_insert(Value::Null),
+                    value,
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_patch;
+    use serde_json::json;
+
+    /// The examples of RFC 7396 appendix A.
+    #[test]
+    fn merge_patch_follows_rfc_7396_examples() {
+        let cases = [
+            (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
+            (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
+            (json!({"a":"b"}), json!({"a":null}), json!({})),
+            (json!({"a":"b","b":"c"}), json!({"a":null}), json!({"b":"c"})),
+            (json!({"a":["b"]}), json!({"a":"c"}), json!({"a":"c"})),
+            (json!({"a":"c"}), json!({"a":["b"]}), json!({"a":["b"]})),
+            (json!({"a":{"b":"c"}}), json!({"a":{"b":"d","c":null}}), json!({"a":{"b":"d"}})),
+            (json!({"a":[{"b":"c"}]}), json!({"a":[1]}), json!({"a":[1]})),
+            (json!(["a","b"]), json!(["c","d"]), json!(["c","d"])),
+            (json!({"a":"b"}), json!(["c"]), json!(["c"])),
+            (json!({"a":"foo"}), json!(null), json!(null)),
+            (json!({"a":"foo"}), json!("bar"), json!("bar")),
+            (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
+            (json!([1,2]), json!({"a":"b","c":null}), json!({"a":"b"})),
+            (json!({}), json!({"a":{"bb":{"ccc":null}}}), json!({"a":{"bb":{}}})),
+        ];
+        for (mut target, patch, expected) in cases {
+            merge_patch(&mut target, &patch);
+            assert_eq!(target, expected, "patch {patch}");
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Deciding on a token: the [`Decision`] type and the [`Verifier`], which asks the cache first
+//! and, on a miss, verifies the signature and claims ([`jwt`]) and asks the session store once.
+//!
+//! Fail closed: when the store cannot answer and nothing usable is cached, the verdict is
+//! [`Verdict::Unavailable`], never a grant. The one exception is the one SPEC §4 makes: a
+//! decision cached before the invalidation feed was lost may be served, until its deadline,
+//! while the store cannot re-check it.
+
+pub mod extract;
+pub mod jwt;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hyper::header::HeaderValue;
+use jsonwebtoken::AlgorithmFamily;
+use serde_json::Value;
+
+use crate::cache::{CachedDecision, DecisionCache, Freshness, NEGATIVE_TTL, TokenKey};
+use crate::error::{Reason, StoreError};
+use crate::metrics::{Metrics, Outcome};
+use crate::store::{Lookup, LookupQuery, Session, SessionStore};
+use jwt::{JwtVerifier, VerifiedClaims};
+
+/// The decision on one token.
+pub enum Decision {
+    Grant(Grant),
+    Deny(Reason),
+}
+
+/// A valid token, with its session when it is bound to one, and its response headers rendered
+/// once, when the decision was made.
+pub struct Grant {
+    pub sub: String,
+    pub sid: Option<String>,
+    pub jti: Option<String>,
+    pub exp: u64,
+    pub claims: VerifiedClaims,
+    pub session: Option<Session>,
+    pub headers: GrantHeaders,
+}
+
+/// The forward-auth headers of a grant (SPEC §3.1), ready to copy into a response.
+pub struct GrantHeaders {
+    pub subject: HeaderValue,
+    pub session_id: Option<HeaderValue>,
+    pub claims: HeaderValue,
+    pub session: Option<HeaderValue>,
+}
+
+/// The answer for one request.
+pub enum Verdict {
+    /// A decision (grant or deny), possibly from the cache.
+    Decided(Arc<CachedDecision>),
+    /// Rejected by an invalidation since it was cached.
+    Rejected(Reason),
+    /// Undecidable: the store could not answer and nothing usable was cached.
+    Unavailable,
+}
+
+impl Verdict {
+    fn outcome(&self) -> Outcome {
+        match self {
+            Verdict::Decided(entry) => match &entry.decision {
+                Decision::Grant(_) => Outcome::Valid,
+                Decision::Deny(reason) => Outcome::Invalid(*reason),
+            },
+            Verdict::Rejected(reason) => Outcome::Invalid(*reason),
+            Verdict::Unavailable => Outcome::Unavailable,
+        }
+    }
+}
+
+/// Decides on tokens: cache, then signature and claims, then the store.
+pub struct Verifier {
+    jwt: JwtVerifier,
+    cache: DecisionCache,
+    store: Arc<dyn SessionStore>,
+    metrics: Arc<Metrics>,
+    session_keys: bool,
+}
+
+impl Verifier {
+    pub fn new(
+        jwt: JwtVerifier,
+        cache: DecisionCache,
+        store: Arc<dyn SessionStore>,
+        metrics: Arc<Metrics>,
+        session_keys: bool,
+    ) -> Self {
+        Verifier {
+            jwt,
+            cache,
+            store,
+            metrics,
+            session_keys,
+        }
+    }
+
+    /// The JWT verifier (for the session API, which reads tokens it is asked to revoke).
+    pub fn jwt(&self) -> &JwtVerifier {
+        &self.jwt
+    }
+
+    /// Decides on a token, and counts the verification.
+    pub async fn verify(&self, token: &str) -> Verdict {
+        let started = Instant::now();
+        let key = self.cache.key(token);
+        let (verdict, hit) = match self.cache.get(key).await {
+            Some((entry, Freshness::Trusted)) => (Verdict::Decided(entry), true),
+            Some((_, Freshness::Rejected(reason))) => (Verdict::Rejected(reason), true),
+            Some((entry, Freshness::Recheck)) => (self.recheck(entry).await, false),
+            None => {
+                let computed = self
+                    .cache
+                    .get_or_compute(key, self.compute(token, key))
+                    .await;
+                match computed {
+                    Ok(entry) => (Verdict::Decided(entry), false),
+                    Err(_) => (Verdict::Unavailable, false),
+                }
+            }
+        };
+        self.metrics
+            .verification(verdict.outcome(), hit, started.elapsed());
+        verdict
+    }
+
+    /// Verifies a token from scratch: signature, claims, then (when it depends on the store)
+    /// one store lookup.
+    async fn compute(&self, token: &str, key: TokenKey) -> Result<CachedDecision, StoreError> {
+        let epoch = self.cache.trust_epoch();
+        let header = match self.jwt.header(token) {
+            Ok(header) => header,
+            Err(reason) => return Ok(self.deny(reason, key, epoch)),
+        };
+        if self.session_keys
+            && header.alg.family() == AlgorithmFamily::Hmac
+            && let Some(kid) = header.kid.as_deref()
+        {
+            // Per-session keys: the secret lives in the session, so the store is asked first.
+            if !jwt::valid_id(kid) {
+                return Ok(self.deny(Reason::Malformed, key, epoch));
+            }
+            let jti = self.jwt.unverified_jti(token);
+            let query = LookupQuery {
+                sid: Some(kid),
+                jti: jti.as_deref(),
+            };
+            let lookup = self.store.lookup(query).await?;
+            let Some(secret) = lookup.session.as_ref().and_then(|s| s.secret.as_deref()) else {
+                return Ok(self.deny(Reason::SessionInactive, key, epoch));
+            };
+            let Ok(secret) = URL_SAFE_NO_PAD.decode(secret) else {
+                return Ok(self.deny(Reason::UnknownKey, key, epoch));
+            };
+            let mut claims = match self.jwt.verify_with_session_secret(token, &header, &secret) {
+                Ok(claims) => claims,
+                Err(reason) => return Ok(self.deny(reason, key, epoch)),
+            };
+            match claims.sid.as_deref() {
+                Some(sid) if sid != kid => return Ok(self.deny(Reason::Malformed, key, epoch)),
+                Some(_) => {}
+                None => claims.sid = Some(kid.to_owned()),
+            }
+            if claims.jti != jti {
+                return Ok(self.deny(Reason::Malformed, key, epoch));
+            }
+            return Ok(self.decide(claims, lookup, key, epoch));
+        }
+        let claims = match self.jwt.verify(token, &header) {
+            Ok(claims) => claims,
+            Err(reason) => return Ok(self.deny(reason, key, epoch)),
+        };
+        let lookup = self.lookup_for(&claims).await?;
+        Ok(self.decide(claims, lookup, key, epoch))
+    }
+
+    /// Asks the store again about a cached grant whose session changed or whose feed was lost.
+    async fn recheck(&self, entry: Arc<CachedDecision>) -> Verdict {
+        let Decision::Grant(grant) = &entry.decision else {
+            return Verdict::Decided(entry);
+        };
+        let started = Instant::now();
+        let epoch = self.cache.trust_epoch();
+        match self.lookup_for(&grant.claims).await {
+            Ok(lookup) => {
+                let key = entry.key();
+                let fresh = self.decide(grant.claims.clone(), lookup, key, epoch);
+                Verdict::Decided(self.cache.replace(fresh, started).await)
+            }
+            Err(_) => {
+                // The store cannot answer for this session: what was cached stands until its
+                // deadline (SPEC §4; no revocation can be written to a shard that is down).
+                self.cache.recheck_failed(&entry);
+                Verdict::Decided(entry)
+            }
+        }
+    }
+
+    async fn lookup_for(&self, claims: &VerifiedClaims) -> Result<Lookup, StoreError> {
+        if claims.sid.is_none() && claims.jti.is_none() {
+            return Ok(Lookup::default());
+        }
+        let query = LookupQuery {
+            sid: claims.sid.as_deref(),
+            jti: claims.jti.as_deref(),
+        };
+        self.store.lookup(query).await
+    }
+
+    fn decide(&self, claims: VerifiedClaims, lookup: Lookup, key: TokenKey, epoch: u64) -> CachedDecision {
+        if lookup.revoked {
+            return self.deny(Reason::Revoked, key, epoch);
+        }
+        let session = match &claims.sid {
+            Some(_) => match lookup.session {
+                Some(session) if session.sub == claims.sub => Some(session),
+                _ => return self.deny(Reason::SessionInactive, key, epoch),
+            },
+            None => None,
+        };
+        let Some(headers) = render_headers(&claims, session.as_ref()) else {
+            return self.deny(Reason::Malformed, key, epoch);
+        };
+        let mut until = until_unix(claims.exp);
+        if let Some(session) = &session {
+            until = until.min(until_unix(session.expires_at));
+        }
+        let deadline = Instant::now() + until.min(self.cache.ttl());
+        let grant = Grant {
+            sub: claims.sub.clone(),
+            sid: claims.sid.clone(),
+            jti: claims.jti.clone(),
+            exp: claims.exp,
+            claims,
+            session,
+            headers,
+        };
+        CachedDecision::new(Decision::Grant(grant), key, deadline, epoch)
+    }
+
+    fn deny(&self, reason: Reason, key: TokenKey, epoch: u64) -> CachedDecision {
+        let deadline = Instant::now() + self.cache.ttl().min(NEGATIVE_TTL);
+        CachedDecision::new(Decision::Deny(reason), key, deadline, epoch)
+    }
+}
+
+/// Time from now until a Unix timestamp (zero when it has passed).
+fn until_unix(at: u64) -> Duration {
+    (UNIX_EPOCH + Duration::from_secs(at))
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+}
+
+fn render_headers(claims: &VerifiedClaims, session: Option<&Session>) -> Option<GrantHeaders> {
+    let session_header = match session {
+        Some(session) => {
+            let json = serde_json::to_vec(&session.data).ok()?;
+            Some(HeaderValue::from_str(&URL_SAFE_NO_PAD.encode(json)).ok()?)
+        }
+        None => None,
+    };
+    Some(GrantHeaders {
+        subject: HeaderValue::from_str(&claims.sub).ok()?,
+        session_id: match &claims.sid {
+            Some(sid) => Some(HeaderValue::from_str(sid).ok()?),
+            None => None,
+        },
+        claims: HeaderValue::from_str(&claims.payload_segment).ok()?,
+        session: session_header,
+    })
+}
+
+/// The introspection body of a grant (SPEC §3.2).
+pub fn introspection(grant: &Grant) -> Value {
+    let mut body = serde_json::json!({
+        "active": true,
+        "sub": grant.sub,
+        "exp": grant.exp,
+        "claims": grant.claims.claims,
+    });
+    if let (Some(sid), Some(session), Value::Object(map)) = (&grant.sid, &grant.session, &mut body)
+    {
+        map.insert("sid".into(), Value::String(sid.clone()));
+        map.insert("session".into(), session.data.clone());
+    }
+    body
+}
