@@ -303,7 +303,10 @@ impl DecisionCache {
         }
         if let Ok(mut index) = self.inner.index.lock() {
             for id in ids.iter().flatten() {
-                index.entry(id.clone()).or_default().push(Arc::clone(&entry));
+                index
+                    .entry(id.clone())
+                    .or_default()
+                    .push(Arc::clone(&entry));
             }
         }
         if let Ok(tombstones) = self.inner.tombstones.lock() {

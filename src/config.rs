@@ -74,6 +74,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SIDECAR_REDIS_READ_FROM_REPLICAS")]
     pub redis_read_from_replicas: bool,
 
+    /// Prefix of every Redis key and of the invalidation channel (share it between sidecars
+    /// that must see each other's sessions).
+    #[arg(long, env = "SIDECAR_REDIS_KEY_PREFIX", default_value = "sidecar")]
+    pub redis_key_prefix: String,
+
     /// Longest wait for a Redis connection, in milliseconds.
     #[arg(long, env = "SIDECAR_REDIS_CONNECT_TIMEOUT_MS", default_value_t = 500)]
     pub redis_connect_timeout_ms: u64,
@@ -214,8 +219,8 @@ fn parse_claim(text: &str) -> Result<(String, serde_json::Value), String> {
     let (key, value) = text
         .split_once('=')
         .ok_or_else(|| format!("`{text}` is not k=v"))?;
-    let value = serde_json::from_str(value)
-        .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+    let value =
+        serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
     Ok((key.to_owned(), value))
 }
 
@@ -242,6 +247,7 @@ pub enum StoreConfig {
 #[derive(Clone)]
 pub struct RedisConfig {
     pub nodes: Vec<String>,
+    pub key_prefix: String,
     pub username: Option<String>,
     pub password: Option<String>,
     pub read_from_replicas: bool,
@@ -362,6 +368,17 @@ impl Config {
                     problems.push(ConfigError::new("--redis-nodes", e));
                 }
             }
+            if args.redis_key_prefix.is_empty()
+                || !args
+                    .redis_key_prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}')
+            {
+                problems.push(ConfigError::new(
+                    "--redis-key-prefix",
+                    "must be printable ASCII without spaces or braces",
+                ));
+            }
             let password = args
                 .redis_password_file
                 .as_ref()
@@ -378,6 +395,7 @@ impl Config {
                 });
             StoreConfig::Redis(RedisConfig {
                 nodes: args.redis_nodes.clone(),
+                key_prefix: args.redis_key_prefix.clone(),
                 username: args.redis_username.clone(),
                 password,
                 read_from_replicas: args.redis_read_from_replicas,
@@ -471,14 +489,21 @@ impl Config {
 
 /// Reads a secret file; trailing newlines (from `echo`, editors, Kubernetes secrets) are
 /// not part of the secret.
-fn read_secret(path: &Path, flag: &'static str, problems: &mut Vec<ConfigError>) -> Option<Vec<u8>> {
+fn read_secret(
+    path: &Path,
+    flag: &'static str,
+    problems: &mut Vec<ConfigError>,
+) -> Option<Vec<u8>> {
     match std::fs::read(path) {
         Ok(mut bytes) => {
             while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                 bytes.pop();
             }
             if bytes.is_empty() {
-                problems.push(ConfigError::new(flag, format!("{} is empty", path.display())));
+                problems.push(ConfigError::new(
+                    flag,
+                    format!("{} is empty", path.display()),
+                ));
                 None
             } else {
                 Some(bytes)

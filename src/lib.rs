@@ -20,6 +20,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod invalidation;
 pub mod keys;
 pub mod metrics;
 pub mod mint;
@@ -111,7 +112,7 @@ impl Sidecar {
             config.cache_max_entries,
             Arc::clone(&metrics),
         );
-        let background = JoinSet::new();
+        let mut background = JoinSet::new();
         let store: Arc<dyn SessionStore> = match &config.store {
             StoreConfig::Memory => {
                 tracing::warn!(
@@ -120,8 +121,15 @@ impl Sidecar {
                 metrics.set_subscription_connected(true);
                 Arc::new(store::memory::MemoryStore::new())
             }
-            StoreConfig::Redis(_redis) => {
-                return Err(RunError::Store(StoreError::Unavailable("redis: not yet".into())));
+            StoreConfig::Redis(redis) => {
+                let store = store::redis::RedisStore::connect(redis, Arc::clone(&metrics)).await?;
+                invalidation::spawn_subscriber(
+                    &mut background,
+                    store.subscription_source(),
+                    cache.clone(),
+                    Arc::clone(&metrics),
+                );
+                Arc::new(store)
             }
         };
         let signer = config.signing_secret.as_ref().map(|secret| {
@@ -131,11 +139,7 @@ impl Sidecar {
                 config.claims.audience.first().cloned(),
             )
         });
-        let jwt = JwtVerifier::new(
-            config.keys,
-            &config.claims,
-            config.limits.max_json_depth,
-        );
+        let jwt = JwtVerifier::new(config.keys, &config.claims, config.limits.max_json_depth);
         let verifier = Verifier::new(
             jwt,
             cache.clone(),
@@ -182,7 +186,9 @@ impl Sidecar {
 
     /// The bound API address.
     pub fn api_addr(&self) -> SocketAddr {
-        self.api.local_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+        self.api
+            .local_addr()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
     }
 
     /// The bound admin address.

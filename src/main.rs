@@ -79,11 +79,19 @@ async fn print_dev_banner(sidecar: &Sidecar) {
             secret: None,
         })
         .await;
-    let token = signer.sign("dev-user", Some(&sid), Some(&random_id(16)), expires_at, &[]);
+    let token = signer.sign(
+        "dev-user",
+        Some(&sid),
+        Some(&random_id(16)),
+        expires_at,
+        &[],
+    );
     match (created, token) {
         (Ok(()), Ok(token)) => {
             let addr = sidecar.api_addr();
-            println!("session-sidecar --dev: embedded store, random HS256 secret. Not for production.");
+            println!(
+                "session-sidecar --dev: embedded store, random HS256 secret. Not for production."
+            );
             println!("A token for the demo session {sid} (valid 1 h):");
             println!();
             println!("  {token}");
@@ -92,7 +100,9 @@ async fn print_dev_banner(sidecar: &Sidecar) {
             println!();
             println!("  curl -i -H 'Authorization: Bearer {token}' http://{addr}/verify");
             println!();
-            println!("Create more with: curl -s -X POST http://{addr}/v1/sessions -d '{{\"sub\":\"alice\",\"data\":{{}}}}'");
+            println!(
+                "Create more with: curl -s -X POST http://{addr}/v1/sessions -d '{{\"sub\":\"alice\",\"data\":{{}}}}'"
+            );
         }
         _ => eprintln!("session-sidecar: could not create the --dev demo session"),
     }
@@ -121,7 +131,13 @@ fn token(args: TokenArgs) -> ExitCode {
     let signer = TokenSigner::new(&secret, args.issuer, args.audience);
     let jti = (!args.no_jti).then(|| random_id(16));
     let exp = unix_now() + args.ttl.as_secs();
-    match signer.sign(&args.sub, args.sid.as_deref(), jti.as_deref(), exp, &args.claims) {
+    match signer.sign(
+        &args.sub,
+        args.sid.as_deref(),
+        jti.as_deref(),
+        exp,
+        &args.claims,
+    ) {
         Ok(token) => {
             println!("{token}");
             ExitCode::SUCCESS

@@ -47,7 +47,10 @@ pub struct Metrics {
     key_refreshes: IntCounterVec,
 }
 
-fn registered<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+fn registered<T: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: T,
+) -> T {
     // Registration only fails on a duplicate name, which the names below rule out.
     let _ = registry.register(Box::new(metric.clone()));
     metric

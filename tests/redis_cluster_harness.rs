@@ -29,7 +29,9 @@ async fn cluster_connection(c: &RedisCluster) -> redis::cluster_async::ClusterCo
 
 fn count_keys_in_slot(c: &RedisCluster, port: u16, slot: u16) -> u64 {
     let out = c.redis_cli(port, &["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]);
-    out.trim().parse().unwrap_or_else(|_| panic!("COUNTKEYSINSLOT on {port}: {out:?}"))
+    out.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("COUNTKEYSINSLOT on {port}: {out:?}"))
 }
 
 fn port_is_closed(port: u16) -> bool {
@@ -42,10 +44,21 @@ fn cluster_is_healthy_with_three_masters_and_three_synced_replicas() {
     let c = RedisCluster::shared();
     let ports = c.ports();
     assert_eq!(ports.len(), 6);
-    assert_eq!(ports.iter().collect::<HashSet<_>>().len(), 6, "ports must be distinct");
-    assert!(ports.iter().all(|&p| p <= 55535), "bus port would overflow: {ports:?}");
+    assert_eq!(
+        ports.iter().collect::<HashSet<_>>().len(),
+        6,
+        "ports must be distinct"
+    );
+    assert!(
+        ports.iter().all(|&p| p <= 55535),
+        "bus port would overflow: {ports:?}"
+    );
     assert_eq!(c.seed_urls().len(), 6);
-    assert!(c.seed_urls().iter().all(|u| u.starts_with("redis://127.0.0.1:")));
+    assert!(
+        c.seed_urls()
+            .iter()
+            .all(|u| u.starts_with("redis://127.0.0.1:"))
+    );
 
     for &p in &ports {
         let info = c.redis_cli(p, &["CLUSTER", "INFO"]);
@@ -68,11 +81,17 @@ fn cluster_is_healthy_with_three_masters_and_three_synced_replicas() {
             }
         }
     }
-    assert!(owned.iter().all(|&n| n == 1), "every slot must have exactly one owner");
+    assert!(
+        owned.iter().all(|&n| n == 1),
+        "every slot must have exactly one owner"
+    );
     assert_eq!(c.master_ports().len(), 3);
 
     let master_ids: HashSet<_> = masters.iter().map(|m| m.id.as_str()).collect();
-    let followed: HashSet<_> = replicas.iter().filter_map(|r| r.master_id.as_deref()).collect();
+    let followed: HashSet<_> = replicas
+        .iter()
+        .filter_map(|r| r.master_id.as_deref())
+        .collect();
     assert_eq!(followed, master_ids, "each master has its own replica");
     for r in &replicas {
         let repl = c.redis_cli(r.port, &["INFO", "replication"]);
@@ -85,14 +104,32 @@ fn cluster_is_healthy_with_three_masters_and_three_synced_replicas() {
 fn key_slot_matches_cluster_keyslot() {
     // CRC16/XMODEM check value: crc("123456789") = 0x31C3.
     assert_eq!(RedisCluster::key_slot("123456789"), 0x31C3);
-    assert_eq!(RedisCluster::key_slot("{user1000}.following"), RedisCluster::key_slot("user1000"));
+    assert_eq!(
+        RedisCluster::key_slot("{user1000}.following"),
+        RedisCluster::key_slot("user1000")
+    );
     let c = RedisCluster::shared();
     let port = c.ports()[0];
     for key in [
-        "foo", "bar", "", "{user1000}.following", "{user1000}.followers", "foo{}{bar}", "foo{{bar}}zap",
-        "foo{bar}{zap}", "{", "}{a}", "{a", "sess:7f3a", "tok:{abc}:x",
+        "foo",
+        "bar",
+        "",
+        "{user1000}.following",
+        "{user1000}.followers",
+        "foo{}{bar}",
+        "foo{{bar}}zap",
+        "foo{bar}{zap}",
+        "{",
+        "}{a}",
+        "{a",
+        "sess:7f3a",
+        "tok:{abc}:x",
     ] {
-        let server: u16 = c.redis_cli(port, &["CLUSTER", "KEYSLOT", key]).trim().parse().unwrap();
+        let server: u16 = c
+            .redis_cli(port, &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .unwrap();
         assert_eq!(RedisCluster::key_slot(key), server, "key {key:?}");
     }
 }
@@ -102,7 +139,12 @@ async fn hash_tags_route_to_different_masters_through_the_cluster_client() {
     let c = RedisCluster::shared();
     let avoid = RedisCluster::key_slot(MIGRATION_TAG);
     let view = c.nodes();
-    let owner = |slot: u16| view.iter().find(|n| n.is_master && n.owns_slot(slot)).unwrap().port;
+    let owner = |slot: u16| {
+        view.iter()
+            .find(|n| n.is_master && n.owns_slot(slot))
+            .unwrap()
+            .port
+    };
 
     // One key per master, each with a different hash tag.
     let mut chosen: Vec<(String, u16)> = Vec::new();
@@ -125,7 +167,11 @@ async fn hash_tags_route_to_different_masters_through_the_cluster_client() {
         let got: String = con.get(key).await.unwrap();
         assert_eq!(got, format!("value of {key}"));
         // Without -c redis-cli does not follow MOVED: only the owner answers with the value.
-        assert_eq!(c.redis_cli(*port, &["GET", key]).trim(), format!("value of {key}"), "{key} on {port}");
+        assert_eq!(
+            c.redis_cli(*port, &["GET", key]).trim(),
+            format!("value of {key}"),
+            "{key} on {port}"
+        );
         assert_eq!(*port, c.master_for_slot(RedisCluster::key_slot(key)));
     }
     let distinct: HashSet<u16> = chosen.iter().map(|(_, p)| *p).collect();
@@ -150,18 +196,31 @@ async fn slot_migration_moves_keys_and_the_client_follows_ask_and_moved() {
     let got: String = con.get(&k1).await.unwrap();
     assert_eq!(got, "v1");
     let () = con.set(&k2, "v2").await.unwrap();
-    assert_eq!(count_keys_in_slot(c, dst, slot), 1, "k2 must have followed the ASK to {dst}");
+    assert_eq!(
+        count_keys_in_slot(c, dst, slot),
+        1,
+        "k2 must have followed the ASK to {dst}"
+    );
     assert_eq!(count_keys_in_slot(c, src, slot), 1);
     let got: String = con.get(&k2).await.unwrap();
     assert_eq!(got, "v2");
-    assert_eq!(c.master_for_slot(slot), src, "the slot is not reassigned before finish");
+    assert_eq!(
+        c.master_for_slot(slot),
+        src,
+        "the slot is not reassigned before finish"
+    );
 
     c.finish_slot_migration(slot, dst);
     assert_eq!(c.master_for_slot(slot), dst);
     assert_eq!(count_keys_in_slot(c, src, slot), 0);
     assert_eq!(count_keys_in_slot(c, dst, slot), 2);
     // The client still has the old slot map: it must follow -MOVED.
-    let got: Vec<Option<String>> = redis::cmd("MGET").arg(&k1).arg(&k2).query_async(&mut con).await.unwrap();
+    let got: Vec<Option<String>> = redis::cmd("MGET")
+        .arg(&k1)
+        .arg(&k2)
+        .query_async(&mut con)
+        .await
+        .unwrap();
     assert_eq!(got, vec![Some("v1".to_string()), Some("v2".to_string())]);
 
     // And back in one step.
@@ -189,7 +248,11 @@ async fn killing_a_master_promotes_its_replica_and_keeps_replicated_data() {
 
     let mut con = cluster_connection(&c).await;
     let () = con.set(key, "survives").await.unwrap();
-    assert_eq!(c.redis_cli(master, &["WAIT", "1", "2000"]).trim(), "1", "replica acked the write");
+    assert_eq!(
+        c.redis_cli(master, &["WAIT", "1", "2000"]).trim(),
+        "1",
+        "replica acked the write"
+    );
 
     // commandstats: GETs are counted once, on the master that served them.
     c.reset_commandstats();
@@ -204,10 +267,18 @@ async fn killing_a_master_promotes_its_replica_and_keeps_replicated_data() {
     assert!(port_is_closed(master));
     c.wait_for_failover(master, Duration::from_secs(20));
     eprintln!("failover completed {:?} after the kill", t.elapsed());
-    assert_eq!(c.master_for_slot(slot), replica, "the dead master's replica took over");
+    assert_eq!(
+        c.master_for_slot(slot),
+        replica,
+        "the dead master's replica took over"
+    );
     assert!(!c.master_ports().contains(&master));
     assert_eq!(c.master_ports().len(), 3);
-    assert!(!c.seed_urls().iter().any(|u| u.ends_with(&format!(":{master}"))));
+    assert!(
+        !c.seed_urls()
+            .iter()
+            .any(|u| u.ends_with(&format!(":{master}")))
+    );
 
     // Same connection: it must discover the new topology by itself.
     let got: String = con.get(key).await.unwrap();
@@ -220,13 +291,22 @@ async fn killing_a_master_promotes_its_replica_and_keeps_replicated_data() {
     drop(con);
     let ports = c.live_ports();
     drop(c);
-    assert!(ports.iter().all(|&p| port_is_closed(p)), "Drop must kill every node");
+    assert!(
+        ports.iter().all(|&p| port_is_closed(p)),
+        "Drop must kill every node"
+    );
 }
 
 #[test]
 fn nodes_die_when_the_test_process_is_killed() {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["orphan_helper", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "orphan_helper",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(ORPHAN_ENV, "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -245,8 +325,9 @@ fn nodes_die_when_the_test_process_is_killed() {
     let ports: Vec<u16> = loop {
         match rx.recv_timeout(Duration::from_secs(90)) {
             Ok(line) => {
-                if let Some(list) = line.strip_prefix("HARNESS-PORTS ") {
-                    break list.split(',').map(|p| p.parse().unwrap()).collect();
+                // libtest prints "test orphan_helper ... " on the same line first.
+                if let Some((_, list)) = line.split_once("HARNESS-PORTS ") {
+                    break list.trim().split(',').map(|p| p.parse().unwrap()).collect();
                 }
             }
             Err(e) => {
@@ -256,13 +337,19 @@ fn nodes_die_when_the_test_process_is_killed() {
         }
     };
     assert_eq!(ports.len(), 6);
-    assert!(ports.iter().all(|&p| !port_is_closed(p)), "helper cluster is up");
+    assert!(
+        ports.iter().all(|&p| !port_is_closed(p)),
+        "helper cluster is up"
+    );
 
     child.kill().unwrap(); // SIGKILL: no destructors, no atexit
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !ports.iter().all(|&p| port_is_closed(p)) {
-        assert!(Instant::now() < deadline, "nodes outlived the SIGKILLed test process: {ports:?}");
+        assert!(
+            Instant::now() < deadline,
+            "nodes outlived the SIGKILLed test process: {ports:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -123,7 +123,11 @@ pub fn empty(status: StatusCode) -> HttpResponse {
 }
 
 /// Plain text (admin endpoints).
-pub fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> HttpResponse {
+pub fn text(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> HttpResponse {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response

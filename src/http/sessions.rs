@@ -129,7 +129,10 @@ pub async fn delete_subject(app: &App, request: &Request<Incoming>, sub: &str) -
         app.announce(Invalidation::SessionDeleted(sid.clone()))
             .await?;
     }
-    Ok(respond::json(StatusCode::OK, &json!({ "revoked": sids.len() })))
+    Ok(respond::json(
+        StatusCode::OK,
+        &json!({ "revoked": sids.len() }),
+    ))
 }
 
 /// `POST /v1/revoke {"token":...}` or `{"jti":...,"exp":...}` → `204`.
@@ -164,7 +167,8 @@ pub async fn revoke(app: &App, request: Request<Incoming>) -> ApiResult {
     if let Some(sid) = &sid {
         checked_id(sid)?;
     }
-    let exp = exp.ok_or_else(|| ApiError::MalformedBody("`exp` (unix seconds) is required".into()))?;
+    let exp =
+        exp.ok_or_else(|| ApiError::MalformedBody("`exp` (unix seconds) is required".into()))?;
     if exp > unix_now() {
         app.store.revoke(&jti, sid.as_deref(), exp).await?;
     }
@@ -193,7 +197,10 @@ fn authorize(app: &App, request: &Request<Incoming>) -> Result<(), ApiError> {
     }
 }
 
-async fn read_json<T: DeserializeOwned>(app: &App, request: Request<Incoming>) -> Result<T, ApiError> {
+async fn read_json<T: DeserializeOwned>(
+    app: &App,
+    request: Request<Incoming>,
+) -> Result<T, ApiError> {
     let body = read_limited(request.into_body(), app.limits.max_body_bytes).await?;
     if json_too_deep(&body, app.limits.max_json_depth) {
         return Err(ApiError::TooDeep(app.limits.max_json_depth));
@@ -202,7 +209,9 @@ async fn read_json<T: DeserializeOwned>(app: &App, request: Request<Incoming>) -
 }
 
 fn check_session_size(app: &App, data: &Value) -> Result<(), ApiError> {
-    let size = serde_json::to_vec(data).map(|v| v.len()).unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(data)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
     if size > app.limits.max_session_bytes {
         return Err(ApiError::SessionTooLarge(app.limits.max_session_bytes));
     }
@@ -213,7 +222,9 @@ fn checked_id(id: &str) -> Result<&str, ApiError> {
     if valid_id(id) {
         Ok(id)
     } else {
-        Err(ApiError::MalformedBody("the session id is not valid".into()))
+        Err(ApiError::MalformedBody(
+            "the session id is not valid".into(),
+        ))
     }
 }
 
@@ -226,7 +237,10 @@ fn session_body(session: &Session) -> Value {
     })
 }
 
-fn unverified_claims(token: &str, max_depth: usize) -> Result<serde_json::Map<String, Value>, ApiError> {
+fn unverified_claims(
+    token: &str,
+    max_depth: usize,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
     use base64::Engine;
     let malformed = || ApiError::MalformedBody("`token` is not a JWT".into());
     let segment = token.split('.').nth(1).ok_or_else(malformed)?;

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::{
-    merge_patch, unix_now, Invalidation, Lookup, LookupQuery, NewSession, PatchLimits,
-    PatchOutcome, Session, SessionStore,
+    Invalidation, Lookup, LookupQuery, NewSession, PatchLimits, PatchOutcome, Session,
+    SessionStore, merge_patch, unix_now,
 };
 use crate::error::StoreError;
 
@@ -134,7 +134,9 @@ impl SessionStore for MemoryStore {
         };
         let mut data = session.data.clone();
         merge_patch(&mut data, patch);
-        let size = serde_json::to_vec(&data).map(|v| v.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(&data)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if size > limits.max_session_bytes {
             return Ok(PatchOutcome::TooLarge);
         }
@@ -160,7 +162,11 @@ impl SessionStore for MemoryStore {
             .unwrap_or_default();
         Ok(sids
             .into_iter()
-            .filter(|sid| tables.remove_session(sid).is_some_and(|s| s.expires_at > now))
+            .filter(|sid| {
+                tables
+                    .remove_session(sid)
+                    .is_some_and(|s| s.expires_at > now)
+            })
             .collect())
     }
 

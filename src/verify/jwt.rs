@@ -187,7 +187,10 @@ fn validation_for(alg: Algorithm, rules: &ClaimRules) -> Validation {
     validation
 }
 
-fn claims_from(claims: Map<String, Value>, payload_segment: &str) -> Result<VerifiedClaims, Reason> {
+fn claims_from(
+    claims: Map<String, Value>,
+    payload_segment: &str,
+) -> Result<VerifiedClaims, Reason> {
     let sub = match claims.get("sub") {
         Some(Value::String(sub)) if header_safe(sub) => sub.clone(),
         Some(Value::String(_)) => return Err(Reason::Malformed),

@@ -26,7 +26,8 @@ use jwt::{JwtVerifier, VerifiedClaims};
 
 /// The decision on one token.
 pub enum Decision {
-    Grant(Grant),
+    /// Boxed: most cached rejections are small, grants are not.
+    Grant(Box<Grant>),
     Deny(Reason),
 }
 
@@ -211,7 +212,13 @@ impl Verifier {
         self.store.lookup(query).await
     }
 
-    fn decide(&self, claims: VerifiedClaims, lookup: Lookup, key: TokenKey, epoch: u64) -> CachedDecision {
+    fn decide(
+        &self,
+        claims: VerifiedClaims,
+        lookup: Lookup,
+        key: TokenKey,
+        epoch: u64,
+    ) -> CachedDecision {
         if lookup.revoked {
             return self.deny(Reason::Revoked, key, epoch);
         }
@@ -239,7 +246,7 @@ impl Verifier {
             session,
             headers,
         };
-        CachedDecision::new(Decision::Grant(grant), key, deadline, epoch)
+        CachedDecision::new(Decision::Grant(Box::new(grant)), key, deadline, epoch)
     }
 
     fn deny(&self, reason: Reason, key: TokenKey, epoch: u64) -> CachedDecision {

@@ -41,19 +41,25 @@ const LOG_TAIL_LINES: usize = 40;
 const PORT_RANGE: std::ops::Range<u16> = 20000..45000;
 const BUS_OFFSET: u16 = 10000;
 
-/// Runs `"$@"` (redis-server and its arguments) in the background and SIGKILLs it as
-/// soon as our stdin reaches EOF, i.e. when the owning test process closes the pipe or
-/// dies. Exits with redis' status if redis stops on its own (and then stops the watcher).
-/// Background lists get /dev/null as stdin, hence the detour through fd 3.
+/// Runs `"$@"` (redis-server and its arguments) in the background and SIGKILLs it as soon as
+/// our stdin reaches EOF, i.e. when the owning test process closes the pipe or dies; then it
+/// removes the node's temp dir `$REDIS_NODE_DIR` (the static cluster's `TempDir`s are never
+/// dropped). If redis stops on its own, the wrapper exits with its status and keeps the dir,
+/// so the log can still be reported. Background lists get /dev/null as stdin, hence fd 3.
 const WRAPPER: &str = r#"exec 3<&0 </dev/null
 "$@" 3<&- &
 pid=$!
-{ read _ignored <&3; kill -9 "$pid" 2>/dev/null; } &
+{
+  read _ignored <&3
+  kill -9 "$pid" 2>/dev/null
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.02; done
+  rm -rf "$REDIS_NODE_DIR"
+} &
 watcher=$!
 exec 3<&-
 wait "$pid"
 status=$?
-kill "$watcher" 2>/dev/null
+[ "$status" -eq 137 ] || kill "$watcher" 2>/dev/null
 exit "$status"
 "#;
 
@@ -216,7 +222,9 @@ impl RedisCluster {
         let mut ports: Vec<u16> = self
             .nodes()
             .into_iter()
-            .filter(|n| n.is_master && !n.slots.is_empty() && !n.is_failed() && live.contains(&n.port))
+            .filter(|n| {
+                n.is_master && !n.slots.is_empty() && !n.is_failed() && live.contains(&n.port)
+            })
             .map(|n| n.port)
             .collect();
         ports.sort_unstable();
@@ -276,7 +284,9 @@ impl RedisCluster {
             panic!(
                 "{}",
                 report(
-                    &format!("failover after killing {dead_port} did not complete within {timeout:?}: {e}"),
+                    &format!(
+                        "failover after killing {dead_port} did not complete within {timeout:?}: {e}"
+                    ),
                     &self.nodes,
                     &self.create_output
                 )
@@ -298,10 +308,19 @@ impl RedisCluster {
     pub fn begin_slot_migration(&self, slot: u16, to_port: u16) {
         let view = self.nodes();
         let (src, dst) = migration_ends(&view, slot, to_port);
-        assert_ne!(src.port, dst.port, "slot {slot} is already owned by {to_port}");
+        assert_ne!(
+            src.port, dst.port,
+            "slot {slot} is already owned by {to_port}"
+        );
         let s = slot.to_string();
-        must(query::<()>(dst.port, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &src.id]));
-        must(query::<()>(src.port, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &dst.id]));
+        must(query::<()>(
+            dst.port,
+            &["CLUSTER", "SETSLOT", &s, "IMPORTING", &src.id],
+        ));
+        must(query::<()>(
+            src.port,
+            &["CLUSTER", "SETSLOT", &s, "MIGRATING", &dst.id],
+        ));
     }
 
     /// Moves up to `max_keys` keys of a slot being migrated (after `begin_slot_migration`) to the
@@ -338,7 +357,12 @@ impl RedisCluster {
                     .arg("KEYS")
                     .arg(&keys)
                     .query(&mut con)
-                    .map_err(|e| format!("MIGRATE of slot {slot} from {} to {}: {e}", src.port, dst.port)),
+                    .map_err(|e| {
+                        format!(
+                            "MIGRATE of slot {slot} from {} to {}: {e}",
+                            src.port, dst.port
+                        )
+                    }),
             );
             let _ = reply; // "OK", or "NOKEY" if they vanished meanwhile
             moved += keys.len();
@@ -362,7 +386,10 @@ impl RedisCluster {
             }
         }
         for port in order {
-            must(query::<()>(port, &["CLUSTER", "SETSLOT", &s, "NODE", &dst.id]));
+            must(query::<()>(
+                port,
+                &["CLUSTER", "SETSLOT", &s, "NODE", &dst.id],
+            ));
         }
         let marker = format!("[{slot}-");
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -370,14 +397,20 @@ impl RedisCluster {
             for n in self.live() {
                 let raw: String = query(n.port, &["CLUSTER", "NODES"])?;
                 if raw.contains(&marker) {
-                    return Err(format!("{} still shows a migration marker for slot {slot}", n.port));
+                    return Err(format!(
+                        "{} still shows a migration marker for slot {slot}",
+                        n.port
+                    ));
                 }
                 let owner = parse_nodes(&raw)?
                     .into_iter()
                     .find(|(i, _)| i.is_master && i.owns_slot(slot))
                     .map(|(i, _)| i.port);
                 if owner != Some(dst.port) {
-                    return Err(format!("{} thinks slot {slot} is owned by {owner:?}", n.port));
+                    return Err(format!(
+                        "{} thinks slot {slot} is owned by {owner:?}",
+                        n.port
+                    ));
                 }
             }
             Ok(())
@@ -385,7 +418,11 @@ impl RedisCluster {
         if let Err(e) = agreed {
             panic!(
                 "{}",
-                report(&format!("slot {slot} migration to {to_port}: {e}"), &self.nodes, &self.create_output)
+                report(
+                    &format!("slot {slot} migration to {to_port}: {e}"),
+                    &self.nodes,
+                    &self.create_output
+                )
             );
         }
     }
@@ -417,7 +454,9 @@ impl RedisCluster {
             let mut con = must(connect(port));
             must(run::<()>(&mut con, &["FLUSHALL"]));
             let repl: String = must(run(&mut con, &["INFO", "replication"]));
-            let replicas = info_field(&repl, "connected_slaves").unwrap_or("0").to_string();
+            let replicas = info_field(&repl, "connected_slaves")
+                .unwrap_or("0")
+                .to_string();
             if replicas != "0" {
                 must(run::<i64>(&mut con, &["WAIT", &replicas, "5000"]));
             }
@@ -436,7 +475,12 @@ impl RedisCluster {
         self.nodes
             .iter()
             .find(|n| n.port == port)
-            .unwrap_or_else(|| panic!("port {port} is not a node of this cluster ({:?})", self.ports()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "port {port} is not a node of this cluster ({:?})",
+                    self.ports()
+                )
+            })
     }
 
     fn try_start() -> Result<RedisCluster, String> {
@@ -465,7 +509,10 @@ impl RedisCluster {
                         nodes[i] = spawn_node(pick_port())?;
                     }
                     Err(e) => {
-                        let msg = format!("node on port {} did not start (attempt {attempt}): {e}", nodes[i].port);
+                        let msg = format!(
+                            "node on port {} did not start (attempt {attempt}): {e}",
+                            nodes[i].port
+                        );
                         return Err(report(&msg, &nodes, "") + &earlier_failures);
                     }
                 }
@@ -474,10 +521,18 @@ impl RedisCluster {
 
         let create_log = nodes[0].dir.path().join("cluster-create.log");
         let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
-        let created = cluster_create(&ports, &create_log, deadline.min(Instant::now() + CREATE_TIMEOUT));
+        let created = cluster_create(
+            &ports,
+            &create_log,
+            deadline.min(Instant::now() + CREATE_TIMEOUT),
+        );
         let create_output = fs::read_to_string(&create_log).unwrap_or_default();
         if let Err(e) = created {
-            return Err(report(&format!("redis-cli --cluster create failed: {e}"), &nodes, &create_output));
+            return Err(report(
+                &format!("redis-cli --cluster create failed: {e}"),
+                &nodes,
+                &create_output,
+            ));
         }
 
         if let Err(e) = wait_until(deadline, || check_topology(&nodes, true)) {
@@ -513,7 +568,10 @@ fn must<T>(r: Result<T, String>) -> T {
 }
 
 /// Polls `check` every `POLL` until it succeeds or `deadline` passes (then returns its last error).
-fn wait_until(deadline: Instant, mut check: impl FnMut() -> Result<(), String>) -> Result<(), String> {
+fn wait_until(
+    deadline: Instant,
+    mut check: impl FnMut() -> Result<(), String>,
+) -> Result<(), String> {
     loop {
         match check() {
             Ok(()) => return Ok(()),
@@ -553,7 +611,11 @@ fn pick_port() -> u16 {
         let outside: Vec<u16> = PORT_RANGE
             .filter(|&p| !in_ephemeral(p) && !in_ephemeral(p + BUS_OFFSET))
             .collect();
-        if outside.len() >= 1000 { outside } else { PORT_RANGE.collect() }
+        if outside.len() >= 1000 {
+            outside
+        } else {
+            PORT_RANGE.collect()
+        }
     };
     for _ in 0..10_000 {
         let port = candidates[(random_u64() % candidates.len() as u64) as usize];
@@ -562,7 +624,8 @@ fn pick_port() -> u16 {
         if reserved.contains(&port) || reserved.contains(&bus) {
             continue;
         }
-        let free = TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("127.0.0.1", bus)).is_ok();
+        let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", bus)).is_ok();
         if free {
             reserved.insert(port);
             reserved.insert(bus);
@@ -577,7 +640,8 @@ fn spawn_node(port: u16) -> Result<Node, String> {
         .prefix("redis-cluster-node-")
         .tempdir()
         .map_err(|e| format!("cannot create temp dir: {e}"))?;
-    let out = File::create(dir.path().join("stdout.log")).map_err(|e| format!("stdout.log: {e}"))?;
+    let out =
+        File::create(dir.path().join("stdout.log")).map_err(|e| format!("stdout.log: {e}"))?;
     let err = out.try_clone().map_err(|e| format!("stdout.log: {e}"))?;
     let dir_s = dir.path().to_string_lossy().into_owned();
     let log_s = dir.path().join("redis.log").to_string_lossy().into_owned();
@@ -585,13 +649,29 @@ fn spawn_node(port: u16) -> Result<Node, String> {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(WRAPPER)
+        .env("REDIS_NODE_DIR", dir.path())
         .arg("redis-cluster-node") // $0
         .arg(server_bin())
         .args(["--port", &port_s, "--bind", "127.0.0.1"])
-        .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
-        .args(["--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0"])
+        .args([
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+        ])
+        .args([
+            "--cluster-node-timeout",
+            "1000",
+            "--cluster-replica-validity-factor",
+            "0",
+        ])
         .args(["--cluster-allow-reads-when-down", "no"])
-        .args(["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"])
+        .args([
+            "--repl-diskless-sync",
+            "yes",
+            "--repl-diskless-sync-delay",
+            "0",
+        ])
         .args(["--appendonly", "no", "--save", ""])
         .args(["--daemonize", "no", "--protected-mode", "no"])
         .args(["--dir", &dir_s, "--logfile", &log_s])
@@ -615,7 +695,8 @@ fn spawn_node(port: u16) -> Result<Node, String> {
 /// Waits until *our* redis answers on its port (checked through its `dir`, so another process
 /// that grabbed the port is not mistaken for it), then records its pid and node id.
 fn wait_node_up(node: &mut Node, deadline: Instant) -> Result<(), String> {
-    let want_dir = fs::canonicalize(node.dir.path()).unwrap_or_else(|_| node.dir.path().to_path_buf());
+    let want_dir =
+        fs::canonicalize(node.dir.path()).unwrap_or_else(|_| node.dir.path().to_path_buf());
     loop {
         if let Ok(Some(status)) = lock(&node.child).try_wait() {
             return Err(format!("redis-server exited early ({status})"));
@@ -623,10 +704,15 @@ fn wait_node_up(node: &mut Node, deadline: Instant) -> Result<(), String> {
         let probe = connect(node.port).and_then(|mut con| {
             let dir: Vec<String> = run(&mut con, &["CONFIG", "GET", "dir"])?;
             if dir.get(1).map(Path::new) != Some(want_dir.as_path()) {
-                return Err(format!("port {} is served by another redis ({dir:?})", node.port));
+                return Err(format!(
+                    "port {} is served by another redis ({dir:?})",
+                    node.port
+                ));
             }
             let info: String = run(&mut con, &["INFO", "server"])?;
-            let pid = info_field(&info, "process_id").and_then(|p| p.parse().ok()).unwrap_or(0);
+            let pid = info_field(&info, "process_id")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
             let id: String = run(&mut con, &["CLUSTER", "MYID"])?;
             Ok((pid, id))
         });
@@ -644,7 +730,9 @@ fn wait_node_up(node: &mut Node, deadline: Instant) -> Result<(), String> {
 
 fn cluster_create(ports: &[u16], log: &Path, deadline: Instant) -> Result<(), String> {
     let out = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-    let err = out.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| format!("{}: {e}", log.display()))?;
     let mut child = Command::new(cli_bin())
         .args(["--cluster", "create"])
         .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
@@ -692,7 +780,8 @@ fn run<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[&str]) -> 
     for a in &args[1..] {
         cmd.arg(*a);
     }
-    cmd.query(con).map_err(|e| format!("{}: {e}", args.join(" ")))
+    cmd.query(con)
+        .map_err(|e| format!("{}: {e}", args.join(" ")))
 }
 
 fn query<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> Result<T, String> {
@@ -726,7 +815,11 @@ fn parse_nodes(raw: &str) -> Result<Vec<(NodeInfo, bool)>, String> {
             return Err(format!("malformed CLUSTER NODES line: {line:?}"));
         }
         let addr = f[1].split(['@', ',']).next().unwrap_or("");
-        let port = addr.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let port = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
         let flags: Vec<String> = f[2].split(',').map(str::to_string).collect();
         let mut slots = Vec::new();
         for s in f[8..].iter().filter(|s| !s.starts_with('[')) {
@@ -806,7 +899,10 @@ fn check_topology(nodes: &[Node], fresh: bool) -> Result<(), String> {
         for (n, connected) in &view {
             if dead_ids.contains(n.id.as_str()) {
                 if !n.flags.iter().any(|f| f == "fail") {
-                    return Err(format!("{p}: dead node {} not flagged fail yet ({:?})", n.port, n.flags));
+                    return Err(format!(
+                        "{p}: dead node {} not flagged fail yet ({:?})",
+                        n.port, n.flags
+                    ));
                 }
                 if n.is_master && !n.slots.is_empty() {
                     return Err(format!("{p}: dead master {} still owns slots", n.port));
@@ -814,7 +910,10 @@ fn check_topology(nodes: &[Node], fresh: bool) -> Result<(), String> {
             } else {
                 let bad = ["fail", "fail?", "handshake", "noaddr"];
                 if n.flags.iter().any(|f| bad.contains(&f.as_str())) || !connected {
-                    return Err(format!("{p}: node {} is {:?} connected={connected}", n.port, n.flags));
+                    return Err(format!(
+                        "{p}: node {} is {:?} connected={connected}",
+                        n.port, n.flags
+                    ));
                 }
             }
         }
@@ -847,22 +946,44 @@ fn check_topology(nodes: &[Node], fresh: bool) -> Result<(), String> {
         }
         let master_ids: HashSet<&str> = masters.iter().map(|m| m.id.as_str()).collect();
         for r in &replicas {
-            if !r.master_id.as_deref().is_some_and(|m| master_ids.contains(m)) {
-                return Err(format!("{p}: replica {} follows {:?}, not a live master", r.port, r.master_id));
+            if !r
+                .master_id
+                .as_deref()
+                .is_some_and(|m| master_ids.contains(m))
+            {
+                return Err(format!(
+                    "{p}: replica {} follows {:?}, not a live master",
+                    r.port, r.master_id
+                ));
             }
         }
         if fresh {
             if masters.len() != MASTERS || replicas.len() != NODES - MASTERS {
-                return Err(format!("{p}: {} masters / {} replicas", masters.len(), replicas.len()));
+                return Err(format!(
+                    "{p}: {} masters / {} replicas",
+                    masters.len(),
+                    replicas.len()
+                ));
             }
-            let followed: HashSet<&str> = replicas.iter().filter_map(|r| r.master_id.as_deref()).collect();
+            let followed: HashSet<&str> = replicas
+                .iter()
+                .filter_map(|r| r.master_id.as_deref())
+                .collect();
             if followed.len() != MASTERS {
-                return Err(format!("{p}: replicas follow only {} distinct masters", followed.len()));
+                return Err(format!(
+                    "{p}: replicas follow only {} distinct masters",
+                    followed.len()
+                ));
             }
         }
         let signature: Signature = live
             .iter()
-            .map(|n| (n.id.clone(), (n.is_master, n.master_id.clone(), n.slots.clone())))
+            .map(|n| {
+                (
+                    n.id.clone(),
+                    (n.is_master, n.master_id.clone(), n.slots.clone()),
+                )
+            })
             .collect();
         match &reference {
             None => reference = Some((p, signature)),
@@ -880,7 +1001,9 @@ fn check_topology(nodes: &[Node], fresh: bool) -> Result<(), String> {
             let link = info_field(&repl, "master_link_status");
             let syncing = info_field(&repl, "master_sync_in_progress");
             if link != Some("up") || syncing != Some("0") {
-                return Err(format!("{p}: replica link {link:?}, sync in progress {syncing:?}"));
+                return Err(format!(
+                    "{p}: replica link {link:?}, sync in progress {syncing:?}"
+                ));
             }
         }
     }
@@ -905,7 +1028,10 @@ fn tail(path: &Path, lines: usize) -> String {
 fn report(msg: &str, nodes: &[Node], create_output: &str) -> String {
     let mut s = format!("Redis Cluster harness: {msg}\n");
     if !create_output.is_empty() {
-        s += &format!("--- redis-cli --cluster create output ---\n{}\n", create_output.trim_end());
+        s += &format!(
+            "--- redis-cli --cluster create output ---\n{}\n",
+            create_output.trim_end()
+        );
     }
     for n in nodes {
         let alive = n.alive.load(Ordering::SeqCst);
@@ -926,7 +1052,10 @@ fn report(msg: &str, nodes: &[Node], create_output: &str) -> String {
         if !stdout.trim().is_empty() {
             s += &format!("stdout/stderr:\n{stdout}\n");
         }
-        s += &format!("redis.log (last {LOG_TAIL_LINES} lines):\n{}\n", tail(&n.log_path(), LOG_TAIL_LINES));
+        s += &format!(
+            "redis.log (last {LOG_TAIL_LINES} lines):\n{}\n",
+            tail(&n.log_path(), LOG_TAIL_LINES)
+        );
     }
     s
 }
@@ -950,7 +1079,11 @@ fn crc16_xmodem(data: &[u8]) -> u16 {
     for &b in data {
         crc ^= u16::from(b) << 8;
         for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
         }
     }
     crc

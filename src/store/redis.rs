@@ -1,0 +1,538 @@
+//! The Redis Cluster store: the key schema, the Lua scripts, and the timing of every call.
+//!
+//! Routing (slots, MOVED/ASK, topology refresh, replica reads, TLS, ACL) is the `redis` crate's
+//! async cluster client; this module only decides *what* is stored *where*:
+//!
+//! | key | type | holds | expires |
+//! | --- | --- | --- | --- |
+//! | `{P}:{<sid>}:s` | hash | `sub`, `data` (JSON), `exp`, `v` (version), `secret` (per-session key) | with the session |
+//! | `{P}:{<sid>}:deny:<jti>` | string | deny-list entry of a token bound to session `sid` | with the token |
+//! | `{P}:{<jti>}:deny` | string | deny-list entry of a stateless token | with the token |
+//! | `{P}:{u:<sub>}:sids` | set | ids of the subject's sessions (log out everywhere) | with its longest session |
+//!
+//! `P` is `--redis-key-prefix`. The `{hash tag}` puts a session and the deny-list entries of its
+//! tokens in one slot, so a verification miss is one pipelined round trip to one node.
+//! Invalidations are published on the channel `{P}:invalidations` with plain PUBLISH, which a
+//! Redis Cluster broadcasts to every node (see [`crate::invalidation`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::io::tcp::TcpSettings;
+use redis::{ConnectionInfo, IntoConnectionInfo, RedisError, Script};
+use serde_json::Value;
+
+use super::{
+    Invalidation, Lookup, LookupQuery, NewSession, PatchLimits, PatchOutcome, Session,
+    SessionStore, merge_patch, unix_now,
+};
+use crate::config::RedisConfig;
+use crate::error::StoreError;
+use crate::metrics::Metrics;
+
+/// The hash fields of a session that a verification reads, in this order.
+const SESSION_FIELDS: [&str; 4] = ["sub", "data", "exp", "secret"];
+
+/// Most attempts at a compare-and-set patch before answering `409 contended`.
+const MAX_PATCH_ATTEMPTS: u32 = 200;
+
+/// Writes a new session and its expiry atomically.
+const CREATE_SESSION: &str = r#"
+redis.call('HSET', KEYS[1], 'sub', ARGV[1], 'data', ARGV[2], 'exp', ARGV[3], 'v', '0')
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'secret', ARGV[4]) end
+redis.call('EXPIREAT', KEYS[1], ARGV[3])
+return 1
+"#;
+
+/// Adds a session id to its subject's index and makes the index live as long as its longest
+/// session (EXPIRETIME: -1 no expiry, -2 no key).
+const INDEX_SESSION: &str = r#"
+redis.call('SADD', KEYS[1], ARGV[1])
+local current = redis.call('EXPIRETIME', KEYS[1])
+if current >= 0 and current < tonumber(ARGV[2]) or current == -1 then
+  redis.call('EXPIREAT', KEYS[1], ARGV[2])
+end
+return 1
+"#;
+
+/// Replaces a session's data if its version is still the one read (compare-and-set).
+/// Returns 1 when written, 0 when another write came first, -1 when the session is gone.
+const COMPARE_AND_SET_DATA: &str = r#"
+local version = redis.call('HGET', KEYS[1], 'v')
+if not version then return -1 end
+if version ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'data', ARGV[2], 'v', tostring(tonumber(version) + 1))
+return 1
+"#;
+
+/// Deletes a session and returns its subject (nil when there was none).
+const DELETE_SESSION: &str = r#"
+local sub = redis.call('HGET', KEYS[1], 'sub')
+if not sub then return false end
+redis.call('DEL', KEYS[1])
+return sub
+"#;
+
+/// Key names under one prefix.
+#[derive(Clone)]
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn session(&self, sid: &str) -> String {
+        format!("{}:{{{sid}}}:s", self.prefix)
+    }
+    fn bound_deny(&self, sid: &str, jti: &str) -> String {
+        format!("{}:{{{sid}}}:deny:{jti}", self.prefix)
+    }
+    fn stateless_deny(&self, jti: &str) -> String {
+        format!("{}:{{{jti}}}:deny", self.prefix)
+    }
+    fn subject(&self, sub: &str) -> String {
+        format!("{}:{{u:{sub}}}:sids", self.prefix)
+    }
+    fn channel(&self) -> String {
+        format!("{}:invalidations", self.prefix)
+    }
+}
+
+/// Where and how the invalidation subscriber connects (see [`crate::invalidation`]).
+#[derive(Clone)]
+pub struct SubscriptionSource {
+    /// Every seed node, with credentials and TLS as configured.
+    pub nodes: Vec<ConnectionInfo>,
+    pub channel: String,
+    pub connect_timeout: Duration,
+}
+
+/// Sessions in a Redis Cluster.
+pub struct RedisStore {
+    connection: ClusterConnection,
+    keys: Keys,
+    metrics: Arc<Metrics>,
+    /// Outer bound on one call, retries and redirects included: a guard against client hangs.
+    call_timeout: Duration,
+    subscription: SubscriptionSource,
+    create_session: Script,
+    index_session: Script,
+    compare_and_set: Script,
+    delete_session: Script,
+}
+
+impl RedisStore {
+    /// Connects to the cluster (bounded by the connect timeout, a few attempts).
+    pub async fn connect(config: &RedisConfig, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+        let nodes = config
+            .nodes
+            .iter()
+            .map(|url| node_info(url, config))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut builder = ClusterClientBuilder::new(nodes.clone())
+            .connection_timeout(config.connect_timeout)
+            .response_timeout(config.command_timeout)
+            // Fail fast: a miss that cannot be answered soon is better answered 503 than late.
+            .retries(2)
+            .min_retry_wait(10)
+            .max_retry_wait(100)
+            .tcp_settings(TcpSettings::default().set_nodelay(true));
+        if let Some(user) = &config.username {
+            builder = builder.username(user);
+        }
+        if let Some(password) = &config.password {
+            builder = builder.password(password);
+        }
+        if config.read_from_replicas {
+            builder =
+                builder.read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("--redis-nodes: {e}")))?;
+        let attempt_timeout = config.connect_timeout * 4;
+        let mut last_error = String::from("no attempt made");
+        let mut connection = None;
+        for attempt in 0..3u32 {
+            match tokio::time::timeout(attempt_timeout, client.get_async_connection()).await {
+                Ok(Ok(conn)) => {
+                    connection = Some(conn);
+                    break;
+                }
+                Ok(Err(e)) => last_error = e.to_string(),
+                Err(_) => last_error = "timed out".into(),
+            }
+            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
+        }
+        let connection = connection.ok_or_else(|| {
+            StoreError::Unavailable(format!("cannot connect to the cluster: {last_error}"))
+        })?;
+        let keys = Keys {
+            prefix: config.key_prefix.clone(),
+        };
+        let subscription = SubscriptionSource {
+            nodes,
+            channel: keys.channel(),
+            connect_timeout: config.connect_timeout,
+        };
+        Ok(RedisStore {
+            connection,
+            keys,
+            metrics,
+            call_timeout: config.command_timeout * 4,
+            subscription,
+            create_session: Script::new(CREATE_SESSION),
+            index_session: Script::new(INDEX_SESSION),
+            compare_and_set: Script::new(COMPARE_AND_SET_DATA),
+            delete_session: Script::new(DELETE_SESSION),
+        })
+    }
+
+    /// Where the invalidation subscriber should connect.
+    pub fn subscription_source(&self) -> SubscriptionSource {
+        self.subscription.clone()
+    }
+
+    /// Runs one Redis call with the outer timeout, and counts it.
+    async fn call<T, F>(&self, command: &'static str, call: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, RedisError>>,
+    {
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.call_timeout, call).await;
+        let (outcome, result) = match result {
+            Ok(Ok(value)) => ("ok", Ok(value)),
+            Ok(Err(error)) if error.is_timeout() => ("timeout", Err(StoreError::Timeout)),
+            Ok(Err(error)) => ("error", Err(classify(&error))),
+            Err(_) => ("timeout", Err(StoreError::Timeout)),
+        };
+        self.metrics
+            .redis_command(command, outcome, started.elapsed());
+        if let Err(error) = &result {
+            tracing::debug!(command, %error, "redis call failed");
+        }
+        result
+    }
+
+    async fn read_session(&self, sid: &str) -> Result<Option<(Session, String)>, StoreError> {
+        let mut conn = self.connection.clone();
+        let key = self.keys.session(sid);
+        let fields: Vec<Option<String>> = self
+            .call("session_read", async {
+                redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg(&SESSION_FIELDS)
+                    .arg("v")
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let version = fields
+            .get(4)
+            .cloned()
+            .flatten()
+            .unwrap_or_else(|| "0".into());
+        Ok(session_from_fields(sid, fields)?.map(|session| (session, version)))
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn lookup(&self, query: LookupQuery<'_>) -> Result<Lookup, StoreError> {
+        let mut conn = self.connection.clone();
+        match (query.sid, query.jti) {
+            (Some(sid), jti) => {
+                // One slot ({sid}): the session and, when asked, its token's deny entry.
+                let mut pipe = redis::pipe();
+                pipe.cmd("HMGET")
+                    .arg(self.keys.session(sid))
+                    .arg(&SESSION_FIELDS);
+                if let Some(jti) = jti {
+                    pipe.cmd("EXISTS").arg(self.keys.bound_deny(sid, jti));
+                }
+                let reply: Vec<redis::Value> = self
+                    .call("lookup", async { pipe.query_async(&mut conn).await })
+                    .await?;
+                let mut replies = reply.into_iter();
+                let fields: Vec<Option<String>> =
+                    redis::from_redis_value(replies.next().unwrap_or(redis::Value::Nil))
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let revoked = match replies.next() {
+                    Some(value) => {
+                        redis::from_redis_value::<i64>(value)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                            > 0
+                    }
+                    None => false,
+                };
+                Ok(Lookup {
+                    session: session_from_fields(sid, fields)?,
+                    revoked,
+                })
+            }
+            (None, Some(jti)) => {
+                let key = self.keys.stateless_deny(jti);
+                let exists: i64 = self
+                    .call("lookup", async {
+                        redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await
+                    })
+                    .await?;
+                Ok(Lookup {
+                    session: None,
+                    revoked: exists > 0,
+                })
+            }
+            (None, None) => Ok(Lookup::default()),
+        }
+    }
+
+    async fn create(&self, session: NewSession) -> Result<(), StoreError> {
+        let data =
+            serde_json::to_string(&session.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut conn = self.connection.clone();
+        let key = self.keys.session(&session.sid);
+        let secret = session.secret.clone().unwrap_or_default();
+        let _: i64 = self
+            .call("session_create", async {
+                self.create_session
+                    .key(&key)
+                    .arg(&session.sub)
+                    .arg(&data)
+                    .arg(session.expires_at)
+                    .arg(&secret)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let subject_key = self.keys.subject(&session.sub);
+        let _: i64 = self
+            .call("subject_index", async {
+                self.index_session
+                    .key(&subject_key)
+                    .arg(&session.sid)
+                    .arg(session.expires_at)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn get(&self, sid: &str) -> Result<Option<Session>, StoreError> {
+        Ok(self.read_session(sid).await?.map(|(session, _)| session))
+    }
+
+    async fn patch(
+        &self,
+        sid: &str,
+        patch: &Value,
+        limits: PatchLimits,
+    ) -> Result<PatchOutcome, StoreError> {
+        let key = self.keys.session(sid);
+        for attempt in 0..MAX_PATCH_ATTEMPTS {
+            let Some((mut session, version)) = self.read_session(sid).await? else {
+                return Ok(PatchOutcome::NotFound);
+            };
+            merge_patch(&mut session.data, patch);
+            let data = serde_json::to_string(&session.data)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if data.len() > limits.max_session_bytes {
+                return Ok(PatchOutcome::TooLarge);
+            }
+            let mut conn = self.connection.clone();
+            let written: i64 = self
+                .call("session_patch", async {
+                    self.compare_and_set
+                        .key(&key)
+                        .arg(&version)
+                        .arg(&data)
+                        .invoke_async(&mut conn)
+                        .await
+                })
+                .await?;
+            match written {
+                1 => return Ok(PatchOutcome::Patched(session)),
+                -1 => return Ok(PatchOutcome::NotFound),
+                _ => {
+                    // Another patch won the race: read again, after a short random pause so
+                    // that the losers do not collide again in lockstep.
+                    let pause = rand::random_range(0..=(attempt.min(20) as u64 * 200 + 100));
+                    tokio::time::sleep(Duration::from_micros(pause)).await;
+                }
+            }
+        }
+        Err(StoreError::Contended)
+    }
+
+    async fn delete(&self, sid: &str) -> Result<bool, StoreError> {
+        let mut conn = self.connection.clone();
+        let key = self.keys.session(sid);
+        let sub: Option<String> = self
+            .call("session_delete", async {
+                self.delete_session.key(&key).invoke_async(&mut conn).await
+            })
+            .await?;
+        let Some(sub) = sub else { return Ok(false) };
+        let subject_key = self.keys.subject(&sub);
+        let _: i64 = self
+            .call("subject_index", async {
+                redis::cmd("SREM")
+                    .arg(&subject_key)
+                    .arg(sid)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(true)
+    }
+
+    async fn delete_subject(&self, sub: &str) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.connection.clone();
+        let subject_key = self.keys.subject(sub);
+        let sids: Vec<String> = self
+            .call("subject_index", async {
+                redis::cmd("SMEMBERS")
+                    .arg(&subject_key)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        if sids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Each session sits in its own slot: one DEL per session, all in flight at once.
+        let deletions = sids.iter().map(|sid| {
+            let mut conn = self.connection.clone();
+            let key = self.keys.session(sid);
+            async move {
+                let removed: i64 = self
+                    .call("session_delete", async {
+                        redis::cmd("DEL").arg(&key).query_async(&mut conn).await
+                    })
+                    .await?;
+                Ok::<_, StoreError>((sid.clone(), removed > 0))
+            }
+        });
+        let results = futures_util::future::join_all(deletions).await;
+        let mut deleted = Vec::with_capacity(sids.len());
+        for result in results {
+            let (sid, removed) = result?;
+            if removed {
+                deleted.push(sid);
+            }
+        }
+        let _: i64 = self
+            .call("subject_index", async {
+                redis::cmd("SREM")
+                    .arg(&subject_key)
+                    .arg(&sids)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(deleted)
+    }
+
+    async fn revoke(&self, jti: &str, sid: Option<&str>, exp: u64) -> Result<(), StoreError> {
+        let key = match sid {
+            Some(sid) => self.keys.bound_deny(sid, jti),
+            None => self.keys.stateless_deny(jti),
+        };
+        let mut conn = self.connection.clone();
+        let _: () = self
+            .call("revoke", async {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(1)
+                    .arg("EXAT")
+                    .arg(exp)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn publish(&self, change: &Invalidation) -> Result<(), StoreError> {
+        let message = crate::invalidation::encode(change);
+        let mut conn = self.connection.clone();
+        let channel = &self.subscription.channel;
+        let _: i64 = self
+            .call("publish", async {
+                redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(&message)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.connection.clone();
+        let _: String = self
+            .call("ping", async {
+                redis::cmd("PING").query_async(&mut conn).await
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// A seed URL with the configured credentials and TCP_NODELAY.
+fn node_info(url: &str, config: &RedisConfig) -> Result<ConnectionInfo, StoreError> {
+    let info = url
+        .into_connection_info()
+        .map_err(|e| StoreError::Unavailable(format!("--redis-nodes: {e}")))?;
+    let mut redis = info.redis_settings().clone();
+    if let Some(user) = &config.username {
+        redis = redis.set_username(user);
+    }
+    if let Some(password) = &config.password {
+        redis = redis.set_password(password);
+    }
+    Ok(info
+        .set_redis_settings(redis)
+        .set_tcp_settings(TcpSettings::default().set_nodelay(true)))
+}
+
+/// Reads the HMGET reply for [`SESSION_FIELDS`] (extra fields after them are ignored).
+fn session_from_fields(
+    sid: &str,
+    fields: Vec<Option<String>>,
+) -> Result<Option<Session>, StoreError> {
+    let mut fields = fields.into_iter();
+    let (Some(Some(sub)), Some(Some(data)), Some(Some(exp)), secret) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next().flatten(),
+    ) else {
+        return Ok(None);
+    };
+    let exp: u64 = exp
+        .parse()
+        .map_err(|_| StoreError::Corrupt("session exp is not a number".into()))?;
+    if exp <= unix_now() {
+        return Ok(None);
+    }
+    let data = serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(Some(Session {
+        sid: sid.to_owned(),
+        sub,
+        data,
+        expires_at: exp,
+        secret,
+    }))
+}
+
+fn classify(error: &RedisError) -> StoreError {
+    if error.is_timeout() {
+        StoreError::Timeout
+    } else {
+        StoreError::Unavailable(format!("{:?}", error.kind()))
+    }
+}
