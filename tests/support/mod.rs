@@ -1,0 +1,236 @@
+//! Test support: a real sidecar on free loopback ports (in this process), tokens signed with
+//! the fixture keys, and small HTTP helpers. `cluster` spawns a real Redis Cluster.
+#![allow(dead_code)]
+
+pub mod cluster;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use session_sidecar::Sidecar;
+use session_sidecar::config::{Cli, Command, Config};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The HMAC secret every test sidecar is started with (unless a test says otherwise).
+pub const SECRET: &[u8] = b"test-secret-of-enough-length-for-hs512-0123456789abcdef";
+
+/// Path of a file in tests/fixtures.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A sidecar running inside the test process.
+pub struct TestSidecar {
+    pub api: SocketAddr,
+    pub admin: SocketAddr,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+    pub dir: PathBuf,
+}
+
+impl TestSidecar {
+    /// Starts a sidecar with `--jwt-secret-file` (the [`SECRET`]) and the given extra flags.
+    pub async fn start(extra: &[&str]) -> TestSidecar {
+        Self::start_with(true, extra).await
+    }
+
+    /// Starts a sidecar; `with_secret` adds `--jwt-secret-file`.
+    pub async fn start_with(with_secret: bool, extra: &[&str]) -> TestSidecar {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let secret_path = dir.path().join("secret");
+        std::fs::write(&secret_path, SECRET).expect("write secret");
+        let mut argv: Vec<String> = vec![
+            "session-sidecar".into(),
+            "serve".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--metrics-listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        if with_secret {
+            argv.push("--jwt-secret-file".into());
+            argv.push(secret_path.display().to_string());
+        }
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        let cli = Cli::try_parse_from(&argv).expect("flags parse");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let config = match Config::from_args(&args, None) {
+            Ok(config) => config,
+            Err(problems) => panic!("bad config: {problems:?}"),
+        };
+        let sidecar = Sidecar::bind(config).await.expect("sidecar binds");
+        let api = sidecar.api_addr();
+        let admin = sidecar.admin_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(sidecar.run(async move {
+            let _ = stopped.await;
+        }));
+        TestSidecar {
+            api,
+            admin,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .expect("client"),
+            stop: Some(stop),
+            task: Some(task),
+            dir: dir.path().to_path_buf(),
+            _dir: dir,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` + path, on the API listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.api, path)
+    }
+
+    /// `GET /verify` with a bearer token.
+    pub async fn verify(&self, token: &str) -> reqwest::Response {
+        self.http
+            .get(self.url("/verify"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("verify request")
+    }
+
+    /// Status and `reason` of `GET /verify` with a bearer token.
+    pub async fn verify_status(&self, token: &str) -> (u16, Option<String>) {
+        let response = self.verify(token).await;
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        (status, body["reason"].as_str().map(str::to_owned))
+    }
+
+    /// `POST /v1/sessions` → (sid, token).
+    pub async fn create_session(&self, sub: &str, data: Value) -> (String, String) {
+        let response = self
+            .http
+            .post(self.url("/v1/sessions"))
+            .json(&json!({"sub": sub, "data": data, "ttl": 600}))
+            .send()
+            .await
+            .expect("create session");
+        assert_eq!(response.status(), 201, "create session");
+        let body: Value = response.json().await.expect("json");
+        (
+            body["sid"].as_str().expect("sid").to_owned(),
+            body["token"].as_str().expect("token").to_owned(),
+        )
+    }
+
+    /// The text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("http://{}/metrics", self.admin))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// The value of one sample of `/metrics` (`name{labels}` exactly as rendered), 0 if absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        metric_value(&self.metrics().await, sample)
+    }
+
+    /// Stops the sidecar and waits for it to drain.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+        }
+    }
+}
+
+impl Drop for TestSidecar {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Reads one sample from Prometheus text.
+pub fn metric_value(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Signs `claims` with HS256 and [`SECRET`].
+pub fn hs256(claims: &Value) -> String {
+    sign(Algorithm::HS256, &EncodingKey::from_secret(SECRET), None, claims)
+}
+
+/// Signs `claims` with `alg`, `key` and an optional `kid`.
+pub fn sign(alg: Algorithm, key: &EncodingKey, kid: Option<&str>, claims: &Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, key).expect("sign")
+}
+
+/// Claims valid for ten minutes for `sub`.
+pub fn claims(sub: &str) -> Value {
+    json!({"sub": sub, "exp": now() + 600, "iat": now()})
+}
+
+/// The encoding key of a fixture private key.
+pub fn private_key(alg: Algorithm, file: &str) -> EncodingKey {
+    let pem = std::fs::read(fixture(file)).expect("fixture key");
+    match alg {
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => EncodingKey::from_rsa_pem(&pem),
+        Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&pem),
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
+        _ => Ok(EncodingKey::from_secret(&pem)),
+    }
+    .expect("key parses")
+}
+
+/// Builds a token from raw header and payload JSON and a signature segment, for hostile tests.
+pub fn raw_token(header: &str, payload: &str, signature: &str) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!("{}.{}.{}", b64.encode(header), b64.encode(payload), signature)
+}
+
+/// base64url (no padding) decoding of a header value, as JSON.
+pub fn decode_b64_json(value: &str) -> Value {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(value)
+        .expect("base64url without padding");
+    serde_json::from_slice(&bytes).expect("json")
+}
