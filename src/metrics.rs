@@ -37,6 +37,7 @@ pub struct Metrics {
     duration_miss: Histogram,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
+    signature_checks: IntCounter,
     cache_entries: IntGauge,
     cache_evictions: IntCounterVec,
     redis_commands: IntCounterVec,
@@ -106,6 +107,14 @@ impl Metrics {
                 IntCounter::new(
                     "session_sidecar_cache_misses_total",
                     "Verifications that were not in the cache.",
+                )
+                .expect("valid metric"),
+            ),
+            signature_checks: registered(
+                r,
+                IntCounter::new(
+                    "session_sidecar_signature_checks_total",
+                    "Tokens whose signature was checked (cache fills; coalesced misses count once).",
                 )
                 .expect("valid metric"),
             ),
@@ -211,6 +220,11 @@ impl Metrics {
             self.cache_misses.inc();
             self.duration_miss.observe(seconds);
         }
+    }
+
+    /// Counts one signature check.
+    pub fn signature_check(&self) {
+        self.signature_checks.inc();
     }
 
     /// Counts a verification refused before the cache was asked (no token, unreadable header).

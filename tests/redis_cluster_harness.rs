@@ -280,9 +280,14 @@ async fn killing_a_master_promotes_its_replica_and_keeps_replicated_data() {
             .any(|u| u.ends_with(&format!(":{master}")))
     );
 
+    assert_eq!(
+        c.redis_cli(replica, &["GET", key]).trim(),
+        "survives",
+        "the promoted replica has the acknowledged write"
+    );
     // Same connection: it must discover the new topology by itself.
-    let got: String = con.get(key).await.unwrap();
-    assert_eq!(got, "survives");
+    let got: Option<String> = con.get(key).await.unwrap();
+    assert_eq!(got.as_deref(), Some("survives"), "GET through the cluster client after failover; nodes: {:#?}", c.nodes());
 
     c.flushall();
     let got: Option<String> = con.get(key).await.unwrap();

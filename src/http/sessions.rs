@@ -81,7 +81,7 @@ pub async fn create(app: &App, request: Request<Incoming>) -> ApiResult {
 /// `GET /v1/sessions/{sid}` → `200 {"sid","sub","data","expires_at"}` or `404`.
 pub async fn get(app: &App, request: &Request<Incoming>, sid: &str) -> ApiResult {
     authorize(app, request)?;
-    let sid = checked_id(sid)?;
+    let sid = &path_id(sid)?;
     match app.store.get(sid).await? {
         Some(session) => Ok(respond::json(StatusCode::OK, &session_body(&session))),
         None => Err(ApiError::NotFound),
@@ -91,7 +91,7 @@ pub async fn get(app: &App, request: &Request<Incoming>, sid: &str) -> ApiResult
 /// `PATCH /v1/sessions/{sid}` with an RFC 7396 merge patch of `data`, applied atomically.
 pub async fn patch(app: &App, request: Request<Incoming>, sid: &str) -> ApiResult {
     authorize(app, &request)?;
-    let sid = checked_id(sid)?;
+    let sid = &path_id(sid)?;
     let patch: Value = read_json(app, request).await?;
     let limits = PatchLimits {
         max_session_bytes: app.limits.max_session_bytes,
@@ -110,7 +110,7 @@ pub async fn patch(app: &App, request: Request<Incoming>, sid: &str) -> ApiResul
 /// `DELETE /v1/sessions/{sid}` → `204`; every sidecar rejects its tokens from then on.
 pub async fn delete(app: &App, request: &Request<Incoming>, sid: &str) -> ApiResult {
     authorize(app, request)?;
-    let sid = checked_id(sid)?;
+    let sid = &path_id(sid)?;
     app.store.delete(sid).await?;
     // Announced even when it was already gone: a retry after a failed announcement must work.
     app.announce(Invalidation::SessionDeleted(sid.to_owned()))
@@ -226,6 +226,14 @@ fn checked_id(id: &str) -> Result<&str, ApiError> {
             "the session id is not valid".into(),
         ))
     }
+}
+
+/// A session id from a path segment: percent-decoded, then checked.
+fn path_id(segment: &str) -> Result<String, ApiError> {
+    let id = percent_decode(segment)
+        .ok_or_else(|| ApiError::MalformedBody("the session id is not valid".into()))?;
+    checked_id(&id)?;
+    Ok(id)
 }
 
 fn session_body(session: &Session) -> Value {

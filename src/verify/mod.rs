@@ -137,6 +137,7 @@ impl Verifier {
             Ok(header) => header,
             Err(reason) => return Ok(self.deny(reason, key, epoch)),
         };
+        self.metrics.signature_check();
         if self.session_keys
             && header.alg.family() == AlgorithmFamily::Hmac
             && let Some(kid) = header.kid.as_deref()

@@ -234,3 +234,39 @@ pub fn decode_b64_json(value: &str) -> Value {
         .expect("base64url without padding");
     serde_json::from_slice(&bytes).expect("json")
 }
+
+/// An HS256 token (signed with [`SECRET`]) over raw header and payload JSON text, so tests can
+/// send JSON that no serializer would produce (huge numbers, deep nesting, odd types).
+pub fn hs256_raw(payload: &str) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let message = format!(
+        "{}.{}",
+        b64.encode(r#"{"alg":"HS256","typ":"JWT"}"#),
+        b64.encode(payload)
+    );
+    let signature = jsonwebtoken::crypto::sign(
+        message.as_bytes(),
+        &EncodingKey::from_secret(SECRET),
+        Algorithm::HS256,
+    )
+    .expect("sign");
+    format!("{message}.{signature}")
+}
+
+/// Sends raw bytes as one HTTP/1.1 request and returns the status code of the answer
+/// (0 when the connection closed without one).
+pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}

@@ -1,0 +1,199 @@
+//! Hostile input (SPEC §7): every one gets a clear 4xx with a reason, never a panic, a 5xx
+//! or a 200, and the sidecar goes on answering.
+
+mod support;
+
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::{Value, json};
+use support::*;
+
+async fn assert_alive(sidecar: &TestSidecar) {
+    let health = sidecar
+        .http
+        .get(format!("http://{}/healthz", sidecar.admin))
+        .send()
+        .await
+        .expect("admin answers");
+    assert_eq!(health.status(), 200);
+    assert_eq!(sidecar.verify(&hs256(&claims("alive"))).await.status(), 200);
+}
+
+async fn reason_of(sidecar: &TestSidecar, token: &str) -> (u16, String) {
+    let (status, reason) = sidecar.verify_status(token).await;
+    (status, reason.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alg_none_is_never_accepted() {
+    let sidecar = TestSidecar::start(&[]).await;
+    let payload = claims("mallory").to_string();
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        for signature in ["", "e30"] {
+            let token = raw_token(&format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#), &payload, signature);
+            let (status, reason) = reason_of(&sidecar, &token).await;
+            assert_eq!(status, 401, "alg {alg}");
+            assert!(
+                reason == "algorithm_not_allowed" || reason == "malformed",
+                "alg {alg}: {reason}"
+            );
+        }
+    }
+    // A non-string alg is malformed.
+    let token = raw_token(r#"{"alg":null}"#, &payload, "");
+    assert_eq!(reason_of(&sidecar, &token).await, (401, "malformed".into()));
+    assert_alive(&sidecar).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rsa_public_key_used_as_hmac_secret_is_refused() {
+    let public_pem = std::fs::read(fixture("rsa.pub")).unwrap();
+    let forged = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(&public_pem),
+        None,
+        &claims("mallory"),
+    );
+    let rsa_flag = fixture("rsa.pub").display().to_string();
+
+    // Only an RSA key configured: no HMAC algorithm is allowed at all.
+    let rsa_only = TestSidecar::start_with(false, &["--jwt-public-key-file", &rsa_flag]).await;
+    assert_eq!(
+        reason_of(&rsa_only, &forged).await,
+        (401, "algorithm_not_allowed".into())
+    );
+    let genuine = sign(
+        Algorithm::RS256,
+        &private_key(Algorithm::RS256, "rsa.key"),
+        None,
+        &claims("rita"),
+    );
+    assert_eq!(rsa_only.verify(&genuine).await.status(), 200);
+
+    // Secret and RSA key both configured: HMAC verification only ever uses the secret.
+    let both = TestSidecar::start(&["--jwt-public-key-file", &rsa_flag]).await;
+    assert_eq!(reason_of(&both, &forged).await, (401, "bad_signature".into()));
+    assert_alive(&both).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_headers_get_431() {
+    let sidecar = TestSidecar::start(&[]).await;
+    let big = "a".repeat(20 * 1024);
+    let request = format!(
+        "GET /verify HTTP/1.1\r\nHost: x\r\nX-Padding: {big}\r\nConnection: close\r\n\r\n"
+    );
+    let (status, _) = raw_request(sidecar.api, request.as_bytes()).await;
+    assert_eq!(status, 431);
+    // A token past --max-token-bytes (8 KiB) but within the header limit is malformed.
+    let long = format!("{}.{}.{}", "a".repeat(5000), "b".repeat(5000), "c");
+    assert_eq!(reason_of(&sidecar, &long).await, (401, "malformed".into()));
+    assert_alive(&sidecar).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn non_utf8_authorization_header_is_malformed() {
+    let sidecar = TestSidecar::start(&[]).await;
+    let mut request = b"GET /verify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\xc3(\r\nConnection: close\r\n\r\n".to_vec();
+    let (status, text) = raw_request(sidecar.api, &request).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains(r#""reason":"malformed""#), "{text}");
+    // Non-UTF-8 in a cookie when no Authorization header is present: no token found.
+    request = b"GET /verify HTTP/1.1\r\nHost: x\r\nCookie: a=\xff\r\nConnection: close\r\n\r\n".to_vec();
+    let (status, _) = raw_request(sidecar.api, &request).await;
+    assert_eq!(status, 401);
+    assert_alive(&sidecar).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_claims_are_rejected_not_crashed_on() {
+    let sidecar = TestSidecar::start(&[]).await;
+    let exp = now() + 600;
+    let deep = format!(
+        r#"{{"sub":"x","exp":{exp},"deep":{}1{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let cases = [
+        (deep, "malformed"),
+        (r#"{"sub":"x","exp":1e400}"#.to_string(), "malformed"),
+        // A wrongly typed exp is no exp at all (CVE-2026-25537 was the opposite).
+        (format!(r#"{{"sub":"x","exp":"{exp}"}}"#), "missing_claim"),
+        (
+            format!(r#"{{"sub":"x","exp":{exp},"n":123456789012345678901234567890}}"#),
+            "ok",
+        ),
+        (format!(r#"{{"sub":"a\r\nb","exp":{exp}}}"#), "malformed"),
+        (format!(r#"{{"sub":"x","exp":{exp},"sid":"a\r\nb"}}"#), "malformed"),
+        (format!(r#"{{"sub":"x","exp":{exp},"sid":"{{tag}}"}}"#), "malformed"),
+        (format!(r#"{{"sub":"x","exp":{exp},"jti":7}}"#), "malformed"),
+        (format!(r#"{{"sub":"x","exp":{exp}"#), "malformed"),
+        (r#"[1,2,3]"#.to_string(), "malformed"),
+    ];
+    for (payload, expected) in cases {
+        let (status, reason) = reason_of(&sidecar, &hs256_raw(&payload)).await;
+        if expected == "ok" {
+            assert_eq!(status, 200, "{payload}");
+        } else {
+            assert_eq!((status, reason.as_str()), (401, expected), "{payload}");
+        }
+    }
+    // Not base64, not three segments, empty segments.
+    for token in ["a.b", "a.b.c.d", "..", "!!!.@@@.###", "eyJ.eyJ.sig"] {
+        let (status, _) = reason_of(&sidecar, token).await;
+        assert_eq!(status, 401, "{token}");
+    }
+    assert_alive(&sidecar).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_bodies_and_ids_get_clear_4xx() {
+    let sidecar = TestSidecar::start(&[]).await;
+    let post = |path: &str, body: String| {
+        sidecar
+            .http
+            .post(sidecar.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let big = format!(r#"{{"sub":"x","data":{{"blob":"{}"}}}}"#, "a".repeat(100 * 1024));
+    assert_eq!(post("/v1/sessions", big).await.unwrap().status(), 413);
+    let session_too_big = format!(r#"{{"sub":"x","data":{{"blob":"{}"}}}}"#, "a".repeat(20 * 1024));
+    let response = post("/v1/sessions", session_too_big).await.unwrap();
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["reason"], "session_too_large");
+    let deep = format!(r#"{{"sub":"x","data":{}1{}}}"#, "[".repeat(100), "]".repeat(100));
+    let response = post("/v1/sessions", deep).await.unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["reason"], "nesting_too_deep");
+    for junk in ["{", "null", "[]", r#"{"sub":5}"#, "\u{0}", r#"{"sub":"x","ttl":-1}"#] {
+        let status = post("/v1/sessions", junk.to_string()).await.unwrap().status();
+        assert_eq!(status, 400, "{junk:?}");
+    }
+    let response = post("/v1/verify", "{not json".into()).await.unwrap();
+    assert_eq!(response.status(), 401);
+    for path in ["/v1/sessions/a%0D%0Ab", "/v1/sessions/%7Babc%7D", "/v1/sessions/a%ZZ"] {
+        let status = sidecar.http.get(sidecar.url(path)).send().await.unwrap().status();
+        assert_eq!(status, 400, "{path}");
+    }
+    let status = sidecar
+        .http
+        .delete(sidecar.url("/v1/users/a%0D%0Ab/sessions"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 400);
+    let status = post("/v1/revoke", json!({"jti": "a\r\nb", "exp": now() + 60}).to_string())
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 400);
+    let status = sidecar.http.get(sidecar.url("/nope")).send().await.unwrap().status();
+    assert_eq!(status, 404);
+    let status = sidecar.http.put(sidecar.url("/v1/sessions")).send().await.unwrap().status();
+    assert_eq!(status, 405);
+    assert_alive(&sidecar).await;
+}
