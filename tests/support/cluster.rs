@@ -463,6 +463,11 @@ impl RedisCluster {
         }
     }
 
+    /// A failure report: `redis-cli --cluster create` output, each node's view and log tail.
+    pub fn diagnostics(&self) -> String {
+        report("diagnostics", &self.nodes, &self.create_output)
+    }
+
     fn live(&self) -> impl Iterator<Item = &Node> {
         self.nodes.iter().filter(|n| n.alive.load(Ordering::SeqCst))
     }

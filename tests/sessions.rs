@@ -1,0 +1,241 @@
+//! The session API (SPEC §3.3) on the embedded store: create, read, merge-patch, delete,
+//! log out everywhere, revoke by jti, per-session keys and the admin credential.
+
+mod support;
+
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::{Value, json};
+use support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_then_get_returns_the_session() {
+    let sidecar = TestSidecar::start(&[]).await;
+    let response = sidecar
+        .http
+        .post(sidecar.url("/v1/sessions"))
+        .json(&json!({"sub": "alice", "data": {"a": 1}, "ttl": 120}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await.unwrap();
+    let sid = created["sid"].as_str().unwrap();
+    assert!(sid.len() >= 22, "128 bits or more of base64url");
+    assert!(sid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    let expires_at = created["expires_at"].as_u64().unwrap();
+    assert!(expires_at >= now() + 119 && expires_at <= now() + 121);
+    let got: Value = sidecar
+        .http
+        .get(sidecar.url(&format!("/v1/sessions/{sid}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        json!({"sid": sid, "sub": "alice", "data": {"a": 1}, "expires_at": expires_at})
+    );
+    let missing = sidecar
+        .http
+        .get(sidecar.url("/v1/sessions/does-not-exist"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn patch_merges_and_the_next_verification_sees_it() {
+    let sidecar = TestSidecar::start(&[]).await;
+    let (sid, token) = sidecar
+        .create_session("bob", json!({"keep": 1, "drop": 2, "nested": {"x": 1}}))
+        .await;
+    assert_eq!(sidecar.verify(&token).await.status(), 200);
+    let patched = sidecar
+        .http
+        .patch(sidecar.url(&format!("/v1/sessions/{sid}")))
+        .json(&json!({"drop": null, "add": [1], "nested": {"y": 2}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    let body: Value = patched.json().await.unwrap();
+    let expected = json!({"keep": 1, "add": [1], "nested": {"x": 1, "y": 2}});
+    assert_eq!(body["data"], expected);
+    let response = sidecar.verify(&token).await;
+    let session = decode_b64_json(response.headers()["x-auth-session"].to_str().unwrap());
+    assert_eq!(session, expected, "cached session data was refreshed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_patches_lose_nothing() {
+    let sidecar = TestSidecar::start(&[]).await;
+    let (sid, _) = sidecar.create_session("carol", json!({})).await;
+    let url = sidecar.url(&format!("/v1/sessions/{sid}"));
+    let patches = (0..50).map(|i| {
+        sidecar
+            .http
+            .patch(&url)
+            .json(&json!({ format!("k{i}"): i }))
+            .send()
+    });
+    for response in futures_util::future::join_all(patches).await {
+        assert_eq!(response.unwrap().status(), 200);
+    }
+    let got: Value = sidecar.http.get(&url).send().await.unwrap().json().await.unwrap();
+    for i in 0..50 {
+        assert_eq!(got["data"][format!("k{i}")], i, "k{i} present");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logout_everywhere_ends_every_session_of_the_subject() {
+    let sidecar = TestSidecar::start(&[]).await;
+    let (_, first) = sidecar.create_session("dave", json!({})).await;
+    let (_, second) = sidecar.create_session("dave", json!({})).await;
+    let (_, other) = sidecar.create_session("erin", json!({})).await;
+    for token in [&first, &second, &other] {
+        assert_eq!(sidecar.verify(token).await.status(), 200);
+    }
+    let response = sidecar
+        .http
+        .delete(sidecar.url("/v1/users/dave/sessions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap(), json!({"revoked": 2}));
+    for token in [&first, &second] {
+        assert_eq!(
+            sidecar.verify_status(token).await,
+            (401, Some("session_inactive".into()))
+        );
+    }
+    assert_eq!(sidecar.verify(&other).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoke_by_jti_and_by_token() {
+    let sidecar = TestSidecar::start(&[]).await;
+    let exp = now() + 600;
+    let by_jti = hs256(&json!({"sub": "f", "exp": exp, "jti": "jti-a"}));
+    let by_token = hs256(&json!({"sub": "f", "exp": exp, "jti": "jti-b"}));
+    let (_, session_token) = sidecar.create_session("f", json!({})).await;
+    for token in [&by_jti, &by_token, &session_token] {
+        assert_eq!(sidecar.verify(token).await.status(), 200);
+    }
+    let revoke = |body: Value| sidecar.http.post(sidecar.url("/v1/revoke")).json(&body).send();
+    assert_eq!(revoke(json!({"jti": "jti-a", "exp": exp})).await.unwrap().status(), 204);
+    assert_eq!(revoke(json!({"token": by_token})).await.unwrap().status(), 204);
+    assert_eq!(revoke(json!({"token": session_token})).await.unwrap().status(), 204);
+    for token in [&by_jti, &by_token, &session_token] {
+        assert_eq!(sidecar.verify_status(token).await, (401, Some("revoked".into())));
+    }
+    // A token without jti cannot be revoked by jti.
+    let no_jti = hs256(&claims("g"));
+    let response = revoke(json!({"token": no_jti})).await.unwrap();
+    assert_eq!(response.status(), 422);
+    assert_eq!(response.json::<Value>().await.unwrap()["reason"], "missing_jti");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issued_tokens_carry_issuer_and_audience() {
+    let sidecar = TestSidecar::start(&["--issuer", "https://me.test", "--audience", "svc"]).await;
+    let (_, token) = sidecar.create_session("h", json!({})).await;
+    let response = sidecar.verify(&token).await;
+    assert_eq!(response.status(), 200, "a token the sidecar issues verifies at it");
+    let claims = decode_b64_json(response.headers()["x-auth-claims"].to_str().unwrap());
+    assert_eq!(claims["iss"], "https://me.test");
+    assert_eq!(claims["aud"], "svc");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_session_keys_verify_tokens_signed_with_the_session_secret() {
+    let sidecar = TestSidecar::start(&["--session-keys"]).await;
+    let created: Value = sidecar
+        .http
+        .post(sidecar.url("/v1/sessions"))
+        .json(&json!({"sub": "ivan", "data": {"r": 1}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sid = created["sid"].as_str().unwrap();
+    let secret = created["session_secret"].as_str().expect("session secret returned");
+    use base64::Engine;
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(secret).unwrap();
+    let token = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(&secret),
+        Some(sid),
+        &json!({"sub": "ivan", "exp": now() + 60, "jti": "per-session-1"}),
+    );
+    let response = sidecar.verify(&token).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-auth-session-id"], sid);
+    // Signed with another secret: bad signature.
+    let forged = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(b"not the session secret"),
+        Some(sid),
+        &json!({"sub": "ivan", "exp": now() + 60}),
+    );
+    assert_eq!(sidecar.verify_status(&forged).await, (401, Some("bad_signature".into())));
+    // The session ends: its key goes with it.
+    sidecar
+        .http
+        .delete(sidecar.url(&format!("/v1/sessions/{sid}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        sidecar.verify_status(&token).await,
+        (401, Some("session_inactive".into()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_credential_guards_the_session_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = dir.path().join("admin");
+    std::fs::write(&admin, "s3cret-admin\n").unwrap();
+    let admin_arg = admin.display().to_string();
+    let sidecar = TestSidecar::start(&["--admin-token-file", &admin_arg]).await;
+    let create = |credential: Option<&'static str>| {
+        let mut request = sidecar
+            .http
+            .post(sidecar.url("/v1/sessions"))
+            .json(&json!({"sub": "j"}));
+        if let Some(credential) = credential {
+            request = request.bearer_auth(credential);
+        }
+        request.send()
+    };
+    assert_eq!(create(None).await.unwrap().status(), 401);
+    assert_eq!(create(Some("wrong")).await.unwrap().status(), 401);
+    assert_eq!(create(Some("s3cret-admin")).await.unwrap().status(), 201);
+    // Verification never needs it.
+    assert_eq!(sidecar.verify(&hs256(&claims("j"))).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_secret_the_session_api_cannot_issue_tokens() {
+    let key = fixture("ed25519.pub").display().to_string();
+    let sidecar = TestSidecar::start_with(false, &["--jwt-public-key-file", &key]).await;
+    let response = sidecar
+        .http
+        .post(sidecar.url("/v1/sessions"))
+        .json(&json!({"sub": "k"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["reason"],
+        "session_issuing_disabled"
+    );
+}
