@@ -344,7 +344,13 @@ impl Config {
         }
         let algorithms = parse_algorithms(&args.algorithms, &mut problems);
 
-        let keys = if secret.is_none() && public_keys.is_empty() && args.jwks_url.is_none() {
+        let any_key_flag = args.jwt_secret_file.is_some()
+            || !args.jwt_public_key_file.is_empty()
+            || args.jwks_url.is_some();
+        let keys = if !problems.is_empty() {
+            // A key flag was given but could not be used: that problem is already reported.
+            None
+        } else if !any_key_flag && secret.is_none() {
             problems.push(ConfigError::new(
                 "--jwt-secret-file",
                 "no key at all: give --jwt-secret-file, --jwt-public-key-file or --jwks-url (or --dev to try it out)",

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -89,20 +90,16 @@ async fn print_dev_banner(sidecar: &Sidecar) {
     match (created, token) {
         (Ok(()), Ok(token)) => {
             let addr = sidecar.api_addr();
-            println!(
-                "session-sidecar --dev: embedded store, random HS256 secret. Not for production."
+            let banner = format!(
+                "session-sidecar --dev: embedded store, random HS256 secret. Not for production.\n\
+                 A token for the demo session {sid} (valid 1 h):\n\n  {token}\n\n\
+                 Verify it:\n\n  curl -i -H 'Authorization: Bearer {token}' http://{addr}/verify\n\n\
+                 Create more with: curl -s -X POST http://{addr}/v1/sessions -d '{{\"sub\":\"alice\",\"data\":{{}}}}'\n"
             );
-            println!("A token for the demo session {sid} (valid 1 h):");
-            println!();
-            println!("  {token}");
-            println!();
-            println!("Verify it:");
-            println!();
-            println!("  curl -i -H 'Authorization: Bearer {token}' http://{addr}/verify");
-            println!();
-            println!(
-                "Create more with: curl -s -X POST http://{addr}/v1/sessions -d '{{\"sub\":\"alice\",\"data\":{{}}}}'"
-            );
+            // Not println!: a closed stdout must not take the sidecar down.
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(banner.as_bytes());
+            let _ = stdout.flush();
         }
         _ => eprintln!("session-sidecar: could not create the --dev demo session"),
     }

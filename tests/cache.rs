@@ -58,7 +58,10 @@ async fn a_flood_of_one_bad_token_costs_one_verification() {
         &claims("mallory"),
     );
     for _ in 0..20 {
-        assert_eq!(sidecar.verify_status(&forged).await, (401, Some("bad_signature".into())));
+        assert_eq!(
+            sidecar.verify_status(&forged).await,
+            (401, Some("bad_signature".into()))
+        );
     }
     assert_eq!(sidecar.metric(CHECKS).await, 1.0);
 }
@@ -75,7 +78,10 @@ async fn cached_grant_never_outlives_the_token_exp() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(sidecar.verify_status(&token).await, (401, Some("expired".into())));
+    assert_eq!(
+        sidecar.verify_status(&token).await,
+        (401, Some("expired".into()))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -100,7 +106,10 @@ async fn cache_max_entries_bounds_the_cache() {
     let entries = metric_value(&metrics, "session_sidecar_cache_entries");
     assert!(entries <= 10.0, "entries {entries}");
     assert!(
-        metric_value(&metrics, r#"session_sidecar_cache_evictions_total{cause="size"}"#) > 0.0,
+        metric_value(
+            &metrics,
+            r#"session_sidecar_cache_evictions_total{cause="size"}"#
+        ) > 0.0,
         "size evictions counted"
     );
 }

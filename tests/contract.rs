@@ -35,7 +35,10 @@ async fn valid_token_gets_the_forward_auth_headers() {
     let headers = response.headers();
     assert_eq!(headers["x-auth-subject"], "alice");
     assert_eq!(headers["cache-control"], "no-store");
-    assert!(headers.get("x-auth-session-id").is_none(), "stateless token");
+    assert!(
+        headers.get("x-auth-session-id").is_none(),
+        "stateless token"
+    );
     assert!(headers.get("x-auth-session").is_none(), "stateless token");
     let decoded = decode_b64_json(headers["x-auth-claims"].to_str().unwrap());
     assert_eq!(decoded, claims);
@@ -85,7 +88,12 @@ async fn verify_accepts_get_head_post_and_any_subpath() {
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_token_is_401_without_error_attribute() {
     let sidecar = TestSidecar::start(&[]).await;
-    let response = sidecar.http.get(sidecar.url("/verify")).send().await.unwrap();
+    let response = sidecar
+        .http
+        .get(sidecar.url("/verify"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(
         response.headers()["www-authenticate"],
@@ -112,11 +120,18 @@ async fn assert_rejected(sidecar: &TestSidecar, token: &str, reason: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_reason_is_reported() {
-    let sidecar =
-        sidecar_with_all_keys(&["--issuer", "https://issuer.test", "--audience", "api", "--leeway", "0"])
-            .await;
+    let sidecar = sidecar_with_all_keys(&[
+        "--issuer",
+        "https://issuer.test",
+        "--audience",
+        "api",
+        "--leeway",
+        "0",
+    ])
+    .await;
     let good = |extra: Value| {
-        let mut claims = json!({"sub": "dave", "exp": now() + 600, "iss": "https://issuer.test", "aud": "api"});
+        let mut claims =
+            json!({"sub": "dave", "exp": now() + 600, "iss": "https://issuer.test", "aud": "api"});
         for (k, v) in extra.as_object().unwrap() {
             if v.is_null() {
                 claims.as_object_mut().unwrap().remove(k);
@@ -150,7 +165,12 @@ async fn each_reason_is_reported() {
         "",
     );
     assert_rejected(&sidecar, &none, "algorithm_not_allowed").await;
-    assert_rejected(&sidecar, &hs256(&good(json!({"exp": now() - 5}))), "expired").await;
+    assert_rejected(
+        &sidecar,
+        &hs256(&good(json!({"exp": now() - 5}))),
+        "expired",
+    )
+    .await;
     assert_rejected(
         &sidecar,
         &hs256(&good(json!({"nbf": now() + 300}))),
@@ -169,8 +189,18 @@ async fn each_reason_is_reported() {
         "invalid_audience",
     )
     .await;
-    assert_rejected(&sidecar, &hs256(&good(json!({"exp": null}))), "missing_claim").await;
-    assert_rejected(&sidecar, &hs256(&good(json!({"sub": null}))), "missing_claim").await;
+    assert_rejected(
+        &sidecar,
+        &hs256(&good(json!({"exp": null}))),
+        "missing_claim",
+    )
+    .await;
+    assert_rejected(
+        &sidecar,
+        &hs256(&good(json!({"sub": null}))),
+        "missing_claim",
+    )
+    .await;
     assert_rejected(
         &sidecar,
         &hs256(&good(json!({"sid": "no-such-session"}))),

@@ -29,7 +29,11 @@ async fn alg_none_is_never_accepted() {
     let payload = claims("mallory").to_string();
     for alg in ["none", "None", "NONE", "nOnE"] {
         for signature in ["", "e30"] {
-            let token = raw_token(&format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#), &payload, signature);
+            let token = raw_token(
+                &format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#),
+                &payload,
+                signature,
+            );
             let (status, reason) = reason_of(&sidecar, &token).await;
             assert_eq!(status, 401, "alg {alg}");
             assert!(
@@ -71,7 +75,10 @@ async fn rsa_public_key_used_as_hmac_secret_is_refused() {
 
     // Secret and RSA key both configured: HMAC verification only ever uses the secret.
     let both = TestSidecar::start(&["--jwt-public-key-file", &rsa_flag]).await;
-    assert_eq!(reason_of(&both, &forged).await, (401, "bad_signature".into()));
+    assert_eq!(
+        reason_of(&both, &forged).await,
+        (401, "bad_signature".into())
+    );
     assert_alive(&both).await;
 }
 
@@ -79,9 +86,8 @@ async fn rsa_public_key_used_as_hmac_secret_is_refused() {
 async fn oversized_headers_get_431() {
     let sidecar = TestSidecar::start(&[]).await;
     let big = "a".repeat(20 * 1024);
-    let request = format!(
-        "GET /verify HTTP/1.1\r\nHost: x\r\nX-Padding: {big}\r\nConnection: close\r\n\r\n"
-    );
+    let request =
+        format!("GET /verify HTTP/1.1\r\nHost: x\r\nX-Padding: {big}\r\nConnection: close\r\n\r\n");
     let (status, _) = raw_request(sidecar.api, request.as_bytes()).await;
     assert_eq!(status, 431);
     // A token past --max-token-bytes (8 KiB) but within the header limit is malformed.
@@ -98,7 +104,8 @@ async fn non_utf8_authorization_header_is_malformed() {
     assert_eq!(status, 401, "{text}");
     assert!(text.contains(r#""reason":"malformed""#), "{text}");
     // Non-UTF-8 in a cookie when no Authorization header is present: no token found.
-    request = b"GET /verify HTTP/1.1\r\nHost: x\r\nCookie: a=\xff\r\nConnection: close\r\n\r\n".to_vec();
+    request =
+        b"GET /verify HTTP/1.1\r\nHost: x\r\nCookie: a=\xff\r\nConnection: close\r\n\r\n".to_vec();
     let (status, _) = raw_request(sidecar.api, &request).await;
     assert_eq!(status, 401);
     assert_alive(&sidecar).await;
@@ -123,8 +130,14 @@ async fn hostile_claims_are_rejected_not_crashed_on() {
             "ok",
         ),
         (format!(r#"{{"sub":"a\r\nb","exp":{exp}}}"#), "malformed"),
-        (format!(r#"{{"sub":"x","exp":{exp},"sid":"a\r\nb"}}"#), "malformed"),
-        (format!(r#"{{"sub":"x","exp":{exp},"sid":"{{tag}}"}}"#), "malformed"),
+        (
+            format!(r#"{{"sub":"x","exp":{exp},"sid":"a\r\nb"}}"#),
+            "malformed",
+        ),
+        (
+            format!(r#"{{"sub":"x","exp":{exp},"sid":"{{tag}}"}}"#),
+            "malformed",
+        ),
         (format!(r#"{{"sub":"x","exp":{exp},"jti":7}}"#), "malformed"),
         (format!(r#"{{"sub":"x","exp":{exp}"#), "malformed"),
         (r#"[1,2,3]"#.to_string(), "malformed"),
@@ -156,26 +169,56 @@ async fn hostile_bodies_and_ids_get_clear_4xx() {
             .body(body)
             .send()
     };
-    let big = format!(r#"{{"sub":"x","data":{{"blob":"{}"}}}}"#, "a".repeat(100 * 1024));
+    let big = format!(
+        r#"{{"sub":"x","data":{{"blob":"{}"}}}}"#,
+        "a".repeat(100 * 1024)
+    );
     assert_eq!(post("/v1/sessions", big).await.unwrap().status(), 413);
-    let session_too_big = format!(r#"{{"sub":"x","data":{{"blob":"{}"}}}}"#, "a".repeat(20 * 1024));
+    let session_too_big = format!(
+        r#"{{"sub":"x","data":{{"blob":"{}"}}}}"#,
+        "a".repeat(20 * 1024)
+    );
     let response = post("/v1/sessions", session_too_big).await.unwrap();
     assert_eq!(response.status(), 413);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["reason"], "session_too_large");
-    let deep = format!(r#"{{"sub":"x","data":{}1{}}}"#, "[".repeat(100), "]".repeat(100));
+    let deep = format!(
+        r#"{{"sub":"x","data":{}1{}}}"#,
+        "[".repeat(100),
+        "]".repeat(100)
+    );
     let response = post("/v1/sessions", deep).await.unwrap();
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["reason"], "nesting_too_deep");
-    for junk in ["{", "null", "[]", r#"{"sub":5}"#, "\u{0}", r#"{"sub":"x","ttl":-1}"#] {
-        let status = post("/v1/sessions", junk.to_string()).await.unwrap().status();
+    for junk in [
+        "{",
+        "null",
+        "[]",
+        r#"{"sub":5}"#,
+        "\u{0}",
+        r#"{"sub":"x","ttl":-1}"#,
+    ] {
+        let status = post("/v1/sessions", junk.to_string())
+            .await
+            .unwrap()
+            .status();
         assert_eq!(status, 400, "{junk:?}");
     }
     let response = post("/v1/verify", "{not json".into()).await.unwrap();
     assert_eq!(response.status(), 401);
-    for path in ["/v1/sessions/a%0D%0Ab", "/v1/sessions/%7Babc%7D", "/v1/sessions/a%ZZ"] {
-        let status = sidecar.http.get(sidecar.url(path)).send().await.unwrap().status();
+    for path in [
+        "/v1/sessions/a%0D%0Ab",
+        "/v1/sessions/%7Babc%7D",
+        "/v1/sessions/a%ZZ",
+    ] {
+        let status = sidecar
+            .http
+            .get(sidecar.url(path))
+            .send()
+            .await
+            .unwrap()
+            .status();
         assert_eq!(status, 400, "{path}");
     }
     let status = sidecar
@@ -186,14 +229,29 @@ async fn hostile_bodies_and_ids_get_clear_4xx() {
         .unwrap()
         .status();
     assert_eq!(status, 400);
-    let status = post("/v1/revoke", json!({"jti": "a\r\nb", "exp": now() + 60}).to_string())
+    let status = post(
+        "/v1/revoke",
+        json!({"jti": "a\r\nb", "exp": now() + 60}).to_string(),
+    )
+    .await
+    .unwrap()
+    .status();
+    assert_eq!(status, 400);
+    let status = sidecar
+        .http
+        .get(sidecar.url("/nope"))
+        .send()
         .await
         .unwrap()
         .status();
-    assert_eq!(status, 400);
-    let status = sidecar.http.get(sidecar.url("/nope")).send().await.unwrap().status();
     assert_eq!(status, 404);
-    let status = sidecar.http.put(sidecar.url("/v1/sessions")).send().await.unwrap().status();
+    let status = sidecar
+        .http
+        .put(sidecar.url("/v1/sessions"))
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert_eq!(status, 405);
     assert_alive(&sidecar).await;
 }

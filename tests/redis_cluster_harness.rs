@@ -293,7 +293,12 @@ async fn killing_a_master_promotes_its_replica_and_keeps_replicated_data() {
     }
     // Same connection: it must discover the new topology by itself.
     let got: Option<String> = con.get(key).await.unwrap();
-    assert_eq!(got.as_deref(), Some("survives"), "GET through the cluster client after failover; nodes: {:#?}", c.nodes());
+    assert_eq!(
+        got.as_deref(),
+        Some("survives"),
+        "GET through the cluster client after failover; nodes: {:#?}",
+        c.nodes()
+    );
 
     c.flushall();
     let got: Option<String> = con.get(key).await.unwrap();

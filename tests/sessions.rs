@@ -21,7 +21,10 @@ async fn create_then_get_returns_the_session() {
     let created: Value = response.json().await.unwrap();
     let sid = created["sid"].as_str().unwrap();
     assert!(sid.len() >= 22, "128 bits or more of base64url");
-    assert!(sid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert!(
+        sid.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
     let expires_at = created["expires_at"].as_u64().unwrap();
     assert!(expires_at >= now() + 119 && expires_at <= now() + 121);
     let got: Value = sidecar
@@ -84,7 +87,15 @@ async fn concurrent_patches_lose_nothing() {
     for response in futures_util::future::join_all(patches).await {
         assert_eq!(response.unwrap().status(), 200);
     }
-    let got: Value = sidecar.http.get(&url).send().await.unwrap().json().await.unwrap();
+    let got: Value = sidecar
+        .http
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     for i in 0..50 {
         assert_eq!(got["data"][format!("k{i}")], i, "k{i} present");
     }
@@ -106,7 +117,10 @@ async fn logout_everywhere_ends_every_session_of_the_subject() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<Value>().await.unwrap(), json!({"revoked": 2}));
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"revoked": 2})
+    );
     for token in [&first, &second] {
         assert_eq!(
             sidecar.verify_status(token).await,
@@ -126,18 +140,45 @@ async fn revoke_by_jti_and_by_token() {
     for token in [&by_jti, &by_token, &session_token] {
         assert_eq!(sidecar.verify(token).await.status(), 200);
     }
-    let revoke = |body: Value| sidecar.http.post(sidecar.url("/v1/revoke")).json(&body).send();
-    assert_eq!(revoke(json!({"jti": "jti-a", "exp": exp})).await.unwrap().status(), 204);
-    assert_eq!(revoke(json!({"token": by_token})).await.unwrap().status(), 204);
-    assert_eq!(revoke(json!({"token": session_token})).await.unwrap().status(), 204);
+    let revoke = |body: Value| {
+        sidecar
+            .http
+            .post(sidecar.url("/v1/revoke"))
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        revoke(json!({"jti": "jti-a", "exp": exp}))
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        revoke(json!({"token": by_token})).await.unwrap().status(),
+        204
+    );
+    assert_eq!(
+        revoke(json!({"token": session_token}))
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
     for token in [&by_jti, &by_token, &session_token] {
-        assert_eq!(sidecar.verify_status(token).await, (401, Some("revoked".into())));
+        assert_eq!(
+            sidecar.verify_status(token).await,
+            (401, Some("revoked".into()))
+        );
     }
     // A token without jti cannot be revoked by jti.
     let no_jti = hs256(&claims("g"));
     let response = revoke(json!({"token": no_jti})).await.unwrap();
     assert_eq!(response.status(), 422);
-    assert_eq!(response.json::<Value>().await.unwrap()["reason"], "missing_jti");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["reason"],
+        "missing_jti"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -145,7 +186,11 @@ async fn issued_tokens_carry_issuer_and_audience() {
     let sidecar = TestSidecar::start(&["--issuer", "https://me.test", "--audience", "svc"]).await;
     let (_, token) = sidecar.create_session("h", json!({})).await;
     let response = sidecar.verify(&token).await;
-    assert_eq!(response.status(), 200, "a token the sidecar issues verifies at it");
+    assert_eq!(
+        response.status(),
+        200,
+        "a token the sidecar issues verifies at it"
+    );
     let claims = decode_b64_json(response.headers()["x-auth-claims"].to_str().unwrap());
     assert_eq!(claims["iss"], "https://me.test");
     assert_eq!(claims["aud"], "svc");
@@ -165,9 +210,13 @@ async fn per_session_keys_verify_tokens_signed_with_the_session_secret() {
         .await
         .unwrap();
     let sid = created["sid"].as_str().unwrap();
-    let secret = created["session_secret"].as_str().expect("session secret returned");
+    let secret = created["session_secret"]
+        .as_str()
+        .expect("session secret returned");
     use base64::Engine;
-    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(secret).unwrap();
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(secret)
+        .unwrap();
     let token = sign(
         Algorithm::HS256,
         &EncodingKey::from_secret(&secret),
@@ -184,7 +233,10 @@ async fn per_session_keys_verify_tokens_signed_with_the_session_secret() {
         Some(sid),
         &json!({"sub": "ivan", "exp": now() + 60}),
     );
-    assert_eq!(sidecar.verify_status(&forged).await, (401, Some("bad_signature".into())));
+    assert_eq!(
+        sidecar.verify_status(&forged).await,
+        (401, Some("bad_signature".into()))
+    );
     // The session ends: its key goes with it.
     sidecar
         .http

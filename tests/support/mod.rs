@@ -187,7 +187,12 @@ pub fn metric_value(text: &str, sample: &str) -> f64 {
 
 /// Signs `claims` with HS256 and [`SECRET`].
 pub fn hs256(claims: &Value) -> String {
-    sign(Algorithm::HS256, &EncodingKey::from_secret(SECRET), None, claims)
+    sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(SECRET),
+        None,
+        claims,
+    )
 }
 
 /// Signs `claims` with `alg`, `key` and an optional `kid`.
@@ -223,7 +228,12 @@ pub fn private_key(alg: Algorithm, file: &str) -> EncodingKey {
 pub fn raw_token(header: &str, payload: &str, signature: &str) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    format!("{}.{}.{}", b64.encode(header), b64.encode(payload), signature)
+    format!(
+        "{}.{}.{}",
+        b64.encode(header),
+        b64.encode(payload),
+        signature
+    )
 }
 
 /// base64url (no padding) decoding of a header value, as JSON.

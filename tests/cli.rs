@@ -1,0 +1,281 @@
+//! The binary: `serve` refuses bad configuration with one line naming the flag, `token` mints
+//! tokens the sidecar accepts, `serve --dev` prints a working token, SIGTERM drains and exits 0.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_session-sidecar");
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run binary");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn secret_file(dir: &tempfile::TempDir) -> String {
+    let path = dir.path().join("secret");
+    std::fs::write(&path, SECRET).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn bad_configuration_is_refused_with_one_line_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(&dir);
+    let listen = ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec![], "--jwt-secret-file"),
+        (
+            vec!["--jwt-secret-file", "/nonexistent/secret"],
+            "--jwt-secret-file",
+        ),
+        (
+            vec!["--jwt-public-key-file", "/nonexistent/key.pem"],
+            "--jwt-public-key-file",
+        ),
+        (
+            vec!["--jwt-secret-file", &secret, "--algorithms", "none"],
+            "--algorithms",
+        ),
+        (
+            vec!["--jwt-secret-file", &secret, "--algorithms", "RS256"],
+            "--algorithms",
+        ),
+        (
+            vec![
+                "--jwt-secret-file",
+                &secret,
+                "--redis-nodes",
+                "http://127.0.0.1:1",
+            ],
+            "--redis-nodes",
+        ),
+        (
+            vec!["--jwt-secret-file", &secret, "--listen", "0.0.0.0:0"],
+            "--admin-token-file",
+        ),
+    ];
+    for (flags, flag) in cases {
+        let mut args = vec!["serve"];
+        if !flags.contains(&"--listen") {
+            args.extend_from_slice(&listen[..2]);
+        }
+        args.extend_from_slice(&listen[2..]);
+        args.extend_from_slice(&flags);
+        let (code, _, stderr) = run(&args);
+        assert_eq!(code, 64, "{flags:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line for {flags:?}: {stderr}");
+        assert!(lines[0].contains(flag), "{flags:?} names {flag}: {stderr}");
+    }
+    // A private key where a public key belongs is refused, and the secret is never echoed.
+    let key = fixture("rsa.key").display().to_string();
+    let (code, _, stderr) = run(&["serve", "--jwt-public-key-file", &key]);
+    assert_eq!(code, 64);
+    assert!(!stderr.contains("PRIVATE KEY-----\nMII"), "{stderr}");
+    // Env variables are read like flags.
+    let output = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .env("SIDECAR_JWT_SECRET_FILE", &secret)
+        .env("SIDECAR_ALGORITHMS", "none")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--algorithms"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_command_mints_tokens_the_sidecar_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(&dir);
+    let (code, stdout, stderr) = run(&[
+        "token",
+        "--jwt-secret-file",
+        &secret,
+        "--sub",
+        "alice",
+        "--ttl",
+        "15m",
+        "--claim",
+        "role=admin",
+        "--claim",
+        "level=3",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let token = stdout.trim();
+    let sidecar = TestSidecar::start(&[]).await;
+    let response = sidecar.verify(token).await;
+    assert_eq!(response.status(), 200);
+    let claims = decode_b64_json(response.headers()["x-auth-claims"].to_str().unwrap());
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["role"], "admin");
+    assert_eq!(claims["level"], 3);
+    assert!(claims["jti"].is_string());
+    let exp = claims["exp"].as_u64().unwrap();
+    assert!(exp >= now() + 14 * 60 && exp <= now() + 15 * 60 + 1);
+
+    // With --sid the token is session-bound: no such session here.
+    let (_, stdout, _) = run(&[
+        "token",
+        "--jwt-secret-file",
+        &secret,
+        "--sub",
+        "a",
+        "--sid",
+        "nope",
+    ]);
+    assert_eq!(
+        sidecar.verify_status(stdout.trim()).await,
+        (401, Some("session_inactive".into()))
+    );
+}
+
+struct Served {
+    child: Child,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_mode_prints_a_token_and_curl_line_that_work() {
+    let mut served = Served {
+        child: Command::new(BIN)
+            .args([
+                "serve",
+                "--dev",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    let stdout = served.child.stdout.take().unwrap();
+    let curl_line = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|line| line.trim_start().starts_with("curl -i"))
+    })
+    .await
+    .unwrap()
+    .expect("a curl line is printed");
+    let token = curl_line
+        .split("Bearer ")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("token in the curl line");
+    let url = curl_line.split_whitespace().last().unwrap();
+    let response = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("x-auth-session"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(&dir);
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let mut served = Served {
+        child: Command::new(BIN)
+            .args([
+                "serve",
+                "--jwt-secret-file",
+                &secret,
+                "--listen",
+                &listen,
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    let started = Instant::now();
+    let mut stream = loop {
+        match tokio::net::TcpStream::connect(&listen).await {
+            Ok(stream) => break stream,
+            Err(_) if started.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("sidecar did not start: {e}"),
+        }
+    };
+    // An introspection request whose body is still being sent when SIGTERM arrives.
+    let token = hs256(&claims("zoe"));
+    let body = format!(r#"{{"token":"{token}"}}"#);
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let head = format!(
+        "POST /v1/verify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = served.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // New connections are refused once draining has begun.
+    assert!(
+        tokio::net::TcpStream::connect(&listen).await.is_err(),
+        "no longer accepting"
+    );
+    stream.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "in-flight request finished: {answer}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = served.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "exited within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+}
