@@ -5,13 +5,15 @@
 //!
 //! | key | type | holds | expires |
 //! | --- | --- | --- | --- |
-//! | `{P}:{<sid>}:s` | hash | `sub`, `data` (JSON), `exp`, `v` (version), `secret` (per-session key) | with the session |
-//! | `{P}:{<sid>}:deny:<jti>` | string | deny-list entry of a token bound to session `sid` | with the token |
-//! | `{P}:{<jti>}:deny` | string | deny-list entry of a stateless token | with the token |
-//! | `{P}:{u:<sub>}:sids` | set | ids of the subject's sessions (log out everywhere) | with its longest session |
+//! | `P:{<sid>}:s` | hash | `sub`, `data` (JSON), `exp`, `v` (version), `secret` (per-session key), `deny:<jti>` (revoked tokens of this session) | with the session |
+//! | `P:{<jti>}:deny` | string | deny-list entry of a stateless token | with the token |
+//! | `P:{u:<sub>}:sids` | set | ids of the subject's sessions (log out everywhere) | with its longest session |
 //!
-//! `P` is `--redis-key-prefix`. The `{hash tag}` puts a session and the deny-list entries of its
-//! tokens in one slot, so a verification miss is one pipelined round trip to one node.
+//! `P` is `--redis-key-prefix`. Everything a verification miss needs is in one key: the session
+//! and the deny-list entries of its tokens are fields of one hash, so a miss is one `HMGET`, a
+//! single command that the client routes and redirects (MOVED/ASK) like any other. (A pipeline
+//! over two keys of one slot would be one round trip too, but redis-rs 1.8 does not follow ASK
+//! for pipelines, so a slot in migration would fail verifications.)
 //! Invalidations are published on the channel `{P}:invalidations` with plain PUBLISH, which a
 //! Redis Cluster broadcasts to every node (see [`crate::invalidation`]).
 
@@ -68,6 +70,13 @@ redis.call('HSET', KEYS[1], 'data', ARGV[2], 'v', tostring(tonumber(version) + 1
 return 1
 "#;
 
+/// Deny-lists a token of a live session (a field of the session hash, gone with the session).
+/// A session that is already gone needs no entry: its tokens are dead anyway.
+const REVOKE_SESSION_TOKEN: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1], '1') end
+return 1
+"#;
+
 /// Deletes a session and returns its subject (nil when there was none).
 const DELETE_SESSION: &str = r#"
 local sub = redis.call('HGET', KEYS[1], 'sub')
@@ -85,9 +94,6 @@ struct Keys {
 impl Keys {
     fn session(&self, sid: &str) -> String {
         format!("{}:{{{sid}}}:s", self.prefix)
-    }
-    fn bound_deny(&self, sid: &str, jti: &str) -> String {
-        format!("{}:{{{sid}}}:deny:{jti}", self.prefix)
     }
     fn stateless_deny(&self, jti: &str) -> String {
         format!("{}:{{{jti}}}:deny", self.prefix)
@@ -121,6 +127,7 @@ pub struct RedisStore {
     index_session: Script,
     compare_and_set: Script,
     delete_session: Script,
+    revoke_session_token: Script,
 }
 
 impl RedisStore {
@@ -187,6 +194,7 @@ impl RedisStore {
             index_session: Script::new(INDEX_SESSION),
             compare_and_set: Script::new(COMPARE_AND_SET_DATA),
             delete_session: Script::new(DELETE_SESSION),
+            revoke_session_token: Script::new(REVOKE_SESSION_TOKEN),
         })
     }
 
@@ -244,29 +252,16 @@ impl SessionStore for RedisStore {
         let mut conn = self.connection.clone();
         match (query.sid, query.jti) {
             (Some(sid), jti) => {
-                // One slot ({sid}): the session and, when asked, its token's deny entry.
-                let mut pipe = redis::pipe();
-                pipe.cmd("HMGET")
-                    .arg(self.keys.session(sid))
-                    .arg(&SESSION_FIELDS);
+                let key = self.keys.session(sid);
+                let mut command = redis::cmd("HMGET");
+                command.arg(&key).arg(&SESSION_FIELDS);
                 if let Some(jti) = jti {
-                    pipe.cmd("EXISTS").arg(self.keys.bound_deny(sid, jti));
+                    command.arg(deny_field(jti));
                 }
-                let reply: Vec<redis::Value> = self
-                    .call("lookup", async { pipe.query_async(&mut conn).await })
+                let mut fields: Vec<Option<String>> = self
+                    .call("lookup", async { command.query_async(&mut conn).await })
                     .await?;
-                let mut replies = reply.into_iter();
-                let fields: Vec<Option<String>> =
-                    redis::from_redis_value(replies.next().unwrap_or(redis::Value::Nil))
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let revoked = match replies.next() {
-                    Some(value) => {
-                        redis::from_redis_value::<i64>(value)
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))?
-                            > 0
-                    }
-                    None => false,
-                };
+                let revoked = jti.is_some() && fields.pop().flatten().is_some();
                 Ok(Lookup {
                     session: session_from_fields(sid, fields)?,
                     revoked,
@@ -436,22 +431,35 @@ impl SessionStore for RedisStore {
     }
 
     async fn revoke(&self, jti: &str, sid: Option<&str>, exp: u64) -> Result<(), StoreError> {
-        let key = match sid {
-            Some(sid) => self.keys.bound_deny(sid, jti),
-            None => self.keys.stateless_deny(jti),
-        };
         let mut conn = self.connection.clone();
-        let _: () = self
-            .call("revoke", async {
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(1)
-                    .arg("EXAT")
-                    .arg(exp)
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await?;
+        match sid {
+            Some(sid) => {
+                let key = self.keys.session(sid);
+                let _: i64 = self
+                    .call("revoke", async {
+                        self.revoke_session_token
+                            .key(&key)
+                            .arg(deny_field(jti))
+                            .invoke_async(&mut conn)
+                            .await
+                    })
+                    .await?;
+            }
+            None => {
+                let key = self.keys.stateless_deny(jti);
+                let _: () = self
+                    .call("revoke", async {
+                        redis::cmd("SET")
+                            .arg(&key)
+                            .arg(1)
+                            .arg("EXAT")
+                            .arg(exp)
+                            .query_async(&mut conn)
+                            .await
+                    })
+                    .await?;
+            }
+        }
         Ok(())
     }
 
@@ -480,6 +488,11 @@ impl SessionStore for RedisStore {
             .await?;
         Ok(())
     }
+}
+
+/// The session-hash field that deny-lists one of its tokens.
+fn deny_field(jti: &str) -> String {
+    format!("deny:{jti}")
 }
 
 /// A seed URL with the configured credentials and TCP_NODELAY.

@@ -294,6 +294,51 @@ impl RedisCluster {
         }
     }
 
+    /// Waits until every live replica has applied all that its master had written when called
+    /// (use before `kill_node` on a master; `WAIT` only works on the connection that wrote).
+    pub fn wait_for_replication(&self, timeout: Duration) {
+        let view = self.nodes();
+        let live: HashSet<u16> = self.live_ports().into_iter().collect();
+        let healthy = |n: &&NodeInfo| !n.is_failed() && live.contains(&n.port);
+        let mut targets = Vec::new();
+        for m in view.iter().filter(|n| n.is_master).filter(healthy) {
+            let repl: String = must(query(m.port, &["INFO", "replication"]));
+            let offset: i64 = info_field(&repl, "master_repl_offset")
+                .and_then(|o| o.parse().ok())
+                .unwrap_or_else(|| panic!("{}: no master_repl_offset in {repl}", m.port));
+            for r in view.iter().filter(healthy) {
+                if r.master_id.as_deref() == Some(m.id.as_str()) {
+                    targets.push((r.port, m.port, offset));
+                }
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        let synced = wait_until(deadline, || {
+            for &(replica, master, offset) in &targets {
+                let repl: String = query(replica, &["INFO", "replication"])?;
+                let applied: i64 = info_field(&repl, "slave_repl_offset")
+                    .and_then(|o| o.parse().ok())
+                    .unwrap_or(-1);
+                if applied < offset || info_field(&repl, "master_link_status") != Some("up") {
+                    return Err(format!(
+                        "replica {replica} applied offset {applied} of master {master}'s {offset}"
+                    ));
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = synced {
+            panic!(
+                "{}",
+                report(
+                    &format!("replication did not catch up within {timeout:?}: {e}"),
+                    &self.nodes,
+                    &self.create_output
+                )
+            );
+        }
+    }
+
     /// Moves `slot` with all its keys to the master on `to_port` (no-op if it is already there).
     pub fn migrate_slot(&self, slot: u16, to_port: u16) {
         if self.master_for_slot(slot) == to_port {

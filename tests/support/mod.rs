@@ -280,3 +280,66 @@ pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> (u16, String) {
         .unwrap_or(0);
     (status, text)
 }
+
+/// A key prefix no other test uses, so tests sharing one cluster do not see each other.
+pub fn unique_prefix(test: &str) -> String {
+    format!("t{}-{test}", rand::random::<u32>())
+}
+
+/// Flags that point a sidecar at `cluster` under `prefix`.
+pub fn redis_flags(cluster: &cluster::RedisCluster, prefix: &str) -> Vec<String> {
+    vec![
+        "--redis-nodes".into(),
+        cluster.seed_urls().join(","),
+        "--redis-key-prefix".into(),
+        prefix.into(),
+    ]
+}
+
+impl TestSidecar {
+    /// Starts a sidecar on a Redis Cluster under `prefix`, with extra flags.
+    pub async fn start_on_cluster(
+        cluster: &cluster::RedisCluster,
+        prefix: &str,
+        extra: &[&str],
+    ) -> TestSidecar {
+        let flags = redis_flags(cluster, prefix);
+        let mut all: Vec<&str> = flags.iter().map(String::as_str).collect();
+        all.extend_from_slice(extra);
+        TestSidecar::start(&all).await
+    }
+
+    /// Polls `GET /verify` until it answers `status`, for at most `bound` (a hang guard, not
+    /// a timing assertion). Returns how long it took.
+    pub async fn wait_for_status(&self, token: &str, status: u16, bound: Duration) -> Duration {
+        let started = std::time::Instant::now();
+        loop {
+            let (got, _) = self.verify_status(token).await;
+            if got == status {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < bound,
+                "still {got} after {bound:?}, expected {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Waits until the invalidation subscription gauge reads `connected`.
+    pub async fn wait_for_subscription(&self, connected: bool, bound: Duration) {
+        let started = std::time::Instant::now();
+        let want = if connected { 1.0 } else { 0.0 };
+        while self
+            .metric("session_sidecar_invalidation_subscription_connected")
+            .await
+            != want
+        {
+            assert!(
+                started.elapsed() < bound,
+                "subscription never became {connected}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! The Redis Cluster store against a real 3-master + 3-replica cluster: slot-aware placement,
+//! the session API, and changes made at one sidecar reaching another sidecar's warm cache.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::cluster::RedisCluster;
+use support::*;
+
+/// A hang guard for propagation: far above the 100 ms target, which the benchmark measures.
+const PROPAGATION_BOUND: Duration = Duration::from_secs(2);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_are_spread_over_all_three_masters() {
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix("spread");
+    let sidecar = TestSidecar::start_on_cluster(cluster, &prefix, &[]).await;
+    let mut sids = Vec::new();
+    for i in 0..30 {
+        let (sid, token) = sidecar
+            .create_session(&format!("user{i}"), json!({"i": i}))
+            .await;
+        assert_eq!(sidecar.verify(&token).await.status(), 200);
+        sids.push(sid);
+    }
+    let mut holders = HashSet::new();
+    for sid in &sids {
+        let key = format!("{prefix}:{{{sid}}}:s");
+        let master = cluster.master_for_slot(RedisCluster::key_slot(&key));
+        let exists = cluster.redis_cli(master, &["EXISTS", &key]);
+        assert_eq!(
+            exists.trim(),
+            "1",
+            "{key} lives on the master that owns its slot"
+        );
+        let ttl: i64 = cluster
+            .redis_cli(master, &["TTL", &key])
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            ttl > 0 && ttl <= 600,
+            "session key expires with the session: {ttl}"
+        );
+        holders.insert(master);
+    }
+    assert_eq!(holders.len(), 3, "sessions land on all three masters");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_created_on_one_sidecar_verifies_on_another_and_deletion_reaches_it() {
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix("delete");
+    let a = TestSidecar::start_on_cluster(cluster, &prefix, &["--cache-ttl", "600"]).await;
+    let b = TestSidecar::start_on_cluster(cluster, &prefix, &["--cache-ttl", "600"]).await;
+    b.wait_for_subscription(true, Duration::from_secs(10)).await;
+    let (sid, token) = a.create_session("alice", json!({"plan": "pro"})).await;
+    let response = b.verify(&token).await;
+    assert_eq!(response.status(), 200);
+    let session = decode_b64_json(response.headers()["x-auth-session"].to_str().unwrap());
+    assert_eq!(session, json!({"plan": "pro"}));
+    assert_eq!(b.verify(&token).await.status(), 200);
+    assert!(
+        b.metric("session_sidecar_cache_hits_total").await >= 1.0,
+        "B's cache is warm"
+    );
+
+    let deleted = a
+        .http
+        .delete(a.url(&format!("/v1/sessions/{sid}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    b.wait_for_status(&token, 401, PROPAGATION_BOUND).await;
+    assert_eq!(
+        b.verify_status(&token).await,
+        (401, Some("session_inactive".into()))
+    );
+    assert!(
+        b.metric(r#"session_sidecar_invalidations_received_total{kind="session_deleted"}"#)
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logout_everywhere_reaches_another_sidecar() {
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix("logout");
+    let a = TestSidecar::start_on_cluster(cluster, &prefix, &["--cache-ttl", "600"]).await;
+    let b = TestSidecar::start_on_cluster(cluster, &prefix, &["--cache-ttl", "600"]).await;
+    b.wait_for_subscription(true, Duration::from_secs(10)).await;
+    let mut tokens = Vec::new();
+    for _ in 0..5 {
+        let (_, token) = a.create_session("bob", json!({})).await;
+        assert_eq!(b.verify(&token).await.status(), 200);
+        tokens.push(token);
+    }
+    let (_, other) = a.create_session("carol", json!({})).await;
+    assert_eq!(b.verify(&other).await.status(), 200);
+    let response = a
+        .http
+        .delete(a.url("/v1/users/bob/sessions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"revoked": 5})
+    );
+    for token in &tokens {
+        b.wait_for_status(token, 401, PROPAGATION_BOUND).await;
+    }
+    assert_eq!(
+        b.verify(&other).await.status(),
+        200,
+        "another subject is untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jti_revocation_reaches_another_sidecar() {
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix("jti");
+    let a = TestSidecar::start_on_cluster(cluster, &prefix, &["--cache-ttl", "600"]).await;
+    let b = TestSidecar::start_on_cluster(cluster, &prefix, &["--cache-ttl", "600"]).await;
+    b.wait_for_subscription(true, Duration::from_secs(10)).await;
+    let exp = now() + 600;
+    let stateless = hs256(&json!({"sub": "dave", "exp": exp, "jti": format!("{prefix}-j1")}));
+    let (_, bound) = a.create_session("dave", json!({})).await;
+    for token in [&stateless, &bound] {
+        assert_eq!(b.verify(token).await.status(), 200);
+        assert_eq!(b.verify(token).await.status(), 200);
+    }
+    let revoke = |body: Value| a.http.post(a.url("/v1/revoke")).json(&body).send();
+    assert_eq!(
+        revoke(json!({"jti": format!("{prefix}-j1"), "exp": exp}))
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(revoke(json!({"token": bound})).await.unwrap().status(), 204);
+    for token in [&stateless, &bound] {
+        b.wait_for_status(token, 401, PROPAGATION_BOUND).await;
+        assert_eq!(b.verify_status(token).await, (401, Some("revoked".into())));
+    }
+    // A third sidecar that never saw the tokens reads the deny-list from Redis.
+    let c = TestSidecar::start_on_cluster(cluster, &prefix, &[]).await;
+    for token in [&stateless, &bound] {
+        assert_eq!(c.verify_status(token).await, (401, Some("revoked".into())));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_concurrent_patches_through_two_sidecars_lose_nothing() {
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix("patch");
+    let a = TestSidecar::start_on_cluster(cluster, &prefix, &[]).await;
+    let b = TestSidecar::start_on_cluster(cluster, &prefix, &[]).await;
+    let (sid, token) = a.create_session("erin", json!({"start": true})).await;
+    let path = format!("/v1/sessions/{sid}");
+    let patches = (0..50).map(|i| {
+        let sidecar = if i % 2 == 0 { &a } else { &b };
+        sidecar
+            .http
+            .patch(sidecar.url(&path))
+            .json(&json!({ format!("k{i}"): i }))
+            .send()
+    });
+    for response in futures_util::future::join_all(patches).await {
+        assert_eq!(response.unwrap().status(), 200);
+    }
+    let got: Value = b
+        .http
+        .get(b.url(&path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["data"]["start"], true);
+    for i in 0..50 {
+        assert_eq!(got["data"][format!("k{i}")], i, "k{i} survived");
+    }
+    // And both sidecars' verifications carry the final data.
+    for sidecar in [&a, &b] {
+        let response = sidecar.verify(&token).await;
+        let session = decode_b64_json(response.headers()["x-auth-session"].to_str().unwrap());
+        assert_eq!(session, got["data"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missed_revocation_is_not_trusted_past_cache_ttl() {
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix("ttl");
+    let sidecar = TestSidecar::start_on_cluster(cluster, &prefix, &["--cache-ttl", "2"]).await;
+    let (sid, token) = sidecar.create_session("frank", json!({})).await;
+    assert_eq!(sidecar.verify(&token).await.status(), 200);
+    // Delete behind the sidecar's back: nothing is published.
+    let key = format!("{prefix}:{{{sid}}}:s");
+    let master = cluster.master_for_slot(RedisCluster::key_slot(&key));
+    cluster.redis_cli(master, &["DEL", &key]);
+    assert_eq!(sidecar.verify(&token).await.status(), 200, "still cached");
+    let waited = sidecar
+        .wait_for_status(&token, 401, Duration::from_secs(10))
+        .await;
+    assert!(
+        waited <= Duration::from_secs(3),
+        "trusted at most --cache-ttl: {waited:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn losing_the_subscription_makes_cached_sessions_recheck() {
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix("resub");
+    let sidecar = TestSidecar::start_on_cluster(cluster, &prefix, &["--cache-ttl", "600"]).await;
+    sidecar
+        .wait_for_subscription(true, Duration::from_secs(10))
+        .await;
+    let (sid, token) = sidecar.create_session("gina", json!({})).await;
+    let (_, survivor) = sidecar.create_session("gina2", json!({})).await;
+    assert_eq!(sidecar.verify(&token).await.status(), 200);
+    assert_eq!(sidecar.verify(&survivor).await.status(), 200);
+    // A change the sidecar cannot hear about (no publication) ...
+    let key = format!("{prefix}:{{{sid}}}:s");
+    let master = cluster.master_for_slot(RedisCluster::key_slot(&key));
+    cluster.redis_cli(master, &["DEL", &key]);
+    assert_eq!(
+        sidecar.verify(&token).await.status(),
+        200,
+        "cached, feed is up"
+    );
+    // ... then the feed drops: every node closes its pub/sub clients.
+    for port in cluster.live_ports() {
+        cluster.redis_cli(port, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+    }
+    // The sidecar resubscribes by itself and re-checks what it had cached.
+    sidecar
+        .wait_for_status(&token, 401, Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        sidecar.verify_status(&token).await,
+        (401, Some("session_inactive".into()))
+    );
+    assert_eq!(sidecar.verify(&survivor).await.status(), 200);
+    sidecar
+        .wait_for_subscription(true, Duration::from_secs(10))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_session_keys_work_on_the_cluster() {
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix("pskeys");
+    let a = TestSidecar::start_on_cluster(cluster, &prefix, &["--session-keys"]).await;
+    let b = TestSidecar::start_on_cluster(cluster, &prefix, &["--session-keys"]).await;
+    let created: Value = a
+        .http
+        .post(a.url("/v1/sessions"))
+        .json(&json!({"sub": "hank", "data": {}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sid = created["sid"].as_str().unwrap();
+    use base64::Engine;
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(created["session_secret"].as_str().unwrap())
+        .unwrap();
+    let token = sign(
+        jsonwebtoken::Algorithm::HS256,
+        &jsonwebtoken::EncodingKey::from_secret(&secret),
+        Some(sid),
+        &json!({"sub": "hank", "exp": now() + 60}),
+    );
+    assert_eq!(b.verify(&token).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slot_migrating_under_load_fails_no_verification() {
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix("migrate");
+    // No cache: every verification reads Redis, so redirects are really followed.
+    let sidecar = TestSidecar::start_on_cluster(cluster, &prefix, &["--cache-ttl", "0"]).await;
+    let (sid, token) = sidecar.create_session("ivy", json!({"x": 1})).await;
+    let revocable = hs256(&json!({"sub": "ivy", "exp": now() + 600, "sid": sid, "jti": "m-1"}));
+    let key = format!("{prefix}:{{{sid}}}:s");
+    let slot = RedisCluster::key_slot(&key);
+    let from = cluster.master_for_slot(slot);
+    let to = *cluster
+        .master_ports()
+        .iter()
+        .find(|p| **p != from)
+        .expect("another master");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let http = sidecar.http.clone();
+        let url = sidecar.url("/verify");
+        let tokens = [token.clone(), revocable.clone()];
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for token in &tokens {
+                    let response = http.get(&url).bearer_auth(token).send().await;
+                    match response.map(|r| r.status().as_u16()) {
+                        Ok(200) => ok += 1,
+                        other => failed.push(format!("{other:?}")),
+                    }
+                }
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.begin_slot_migration(slot, to);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Keys move one by one: the source now answers ASK for them.
+    cluster.migrate_keys_in_slot(slot, to, 1000);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.finish_slot_migration(slot, to);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} failed verifications: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 20, "the load really ran: {ok}");
+    assert_eq!(cluster.master_for_slot(slot), to);
+    let exists = cluster.redis_cli(to, &["EXISTS", &key]);
+    assert_eq!(exists.trim(), "1", "the session moved with its slot");
+}
