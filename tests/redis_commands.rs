@@ -1,0 +1,108 @@
+//! Redis commands per verification, read from the servers' own `INFO commandstats`: a warm
+//! cache makes almost none, and concurrent misses for one token make one. The tests in this
+//! file share a cluster of their own and run one at a time, so the counts are theirs alone.
+
+mod support;
+
+use std::collections::HashMap;
+
+use serde_json::json;
+use support::cluster::RedisCluster;
+use support::*;
+use tokio::sync::Mutex;
+
+/// Serializes the tests of this binary: command counts are cluster-wide.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
+/// Commands that verification could cost (everything but cluster housekeeping and pub/sub).
+fn data_commands(stats: &HashMap<String, u64>) -> u64 {
+    stats
+        .iter()
+        .filter(|(name, _)| {
+            !matches!(
+                name.as_str(),
+                "cluster|slots"
+                    | "cluster|nodes"
+                    | "cluster|shards"
+                    | "cluster|info"
+                    | "info"
+                    | "ping"
+                    | "subscribe"
+                    | "client|setinfo"
+                    | "client|setname"
+                    | "hello"
+                    | "config|resetstat"
+                    | "command"
+                    | "command|docs"
+                    | "readonly"
+            )
+        })
+        .map(|(_, calls)| calls)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_cache_makes_almost_no_redis_commands() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix("warm");
+    let sidecar = TestSidecar::start_on_cluster(cluster, &prefix, &[]).await;
+    let mut tokens = Vec::new();
+    for i in 0..10 {
+        tokens.push(sidecar.create_session(&format!("u{i}"), json!({"i": i})).await.1);
+    }
+    cluster.reset_commandstats();
+    let verifications = 1000;
+    for round in 0..verifications / tokens.len() {
+        for token in &tokens {
+            assert_eq!(sidecar.verify(token).await.status(), 200, "round {round}");
+        }
+    }
+    let commands = data_commands(&cluster.commandstats());
+    // One HMGET per token (the first, cold verification), none after.
+    assert!(
+        commands <= tokens.len() as u64,
+        "{commands} Redis commands for {verifications} verifications: {:?}",
+        cluster.commandstats()
+    );
+    let per_verification = commands as f64 / verifications as f64;
+    assert!(per_verification <= 0.02, "{per_verification} commands per verification");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_misses_for_one_token_make_one_redis_call() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix("coalesce");
+    let sidecar = TestSidecar::start_on_cluster(cluster, &prefix, &[]).await;
+    let (_, token) = sidecar.create_session("zed", json!({})).await;
+    cluster.reset_commandstats();
+    let requests = (0..64).map(|_| sidecar.verify(&token));
+    for response in futures_util::future::join_all(requests).await {
+        assert_eq!(response.status(), 200);
+    }
+    let stats = cluster.commandstats();
+    assert_eq!(stats.get("hmget").copied().unwrap_or(0), 1, "{stats:?}");
+    assert_eq!(data_commands(&stats), 1, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stateless_tokens_without_jti_never_touch_redis() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix("stateless");
+    let sidecar = TestSidecar::start_on_cluster(cluster, &prefix, &[]).await;
+    cluster.reset_commandstats();
+    for i in 0..20 {
+        assert_eq!(sidecar.verify(&hs256(&claims(&format!("s{i}")))).await.status(), 200);
+    }
+    let stats = cluster.commandstats();
+    assert_eq!(data_commands(&stats), 0, "{stats:?}");
+    // With a jti: one EXISTS per token on the miss.
+    let with_jti = hs256(&json!({"sub": "s", "exp": now() + 60, "jti": format!("{prefix}-1")}));
+    for _ in 0..5 {
+        assert_eq!(sidecar.verify(&with_jti).await.status(), 200);
+    }
+    let stats = cluster.commandstats();
+    assert_eq!(stats.get("exists").copied().unwrap_or(0), 1, "{stats:?}");
+}
