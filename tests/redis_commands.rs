@@ -49,7 +49,12 @@ async fn a_warm_cache_makes_almost_no_redis_commands() {
     let sidecar = TestSidecar::start_on_cluster(cluster, &prefix, &[]).await;
     let mut tokens = Vec::new();
     for i in 0..10 {
-        tokens.push(sidecar.create_session(&format!("u{i}"), json!({"i": i})).await.1);
+        tokens.push(
+            sidecar
+                .create_session(&format!("u{i}"), json!({"i": i}))
+                .await
+                .1,
+        );
     }
     cluster.reset_commandstats();
     let verifications = 1000;
@@ -66,7 +71,10 @@ async fn a_warm_cache_makes_almost_no_redis_commands() {
         cluster.commandstats()
     );
     let per_verification = commands as f64 / verifications as f64;
-    assert!(per_verification <= 0.02, "{per_verification} commands per verification");
+    assert!(
+        per_verification <= 0.02,
+        "{per_verification} commands per verification"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -94,7 +102,13 @@ async fn stateless_tokens_without_jti_never_touch_redis() {
     let sidecar = TestSidecar::start_on_cluster(cluster, &prefix, &[]).await;
     cluster.reset_commandstats();
     for i in 0..20 {
-        assert_eq!(sidecar.verify(&hs256(&claims(&format!("s{i}")))).await.status(), 200);
+        assert_eq!(
+            sidecar
+                .verify(&hs256(&claims(&format!("s{i}"))))
+                .await
+                .status(),
+            200
+        );
     }
     let stats = cluster.commandstats();
     assert_eq!(data_commands(&stats), 0, "{stats:?}");
