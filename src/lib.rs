@@ -38,7 +38,7 @@ use tokio::task::JoinSet;
 
 use crate::cache::DecisionCache;
 use crate::config::{Config, Limits, StoreConfig};
-use crate::error::{ApiError, StoreError};
+use crate::error::StoreError;
 use crate::http::respond::Rejections;
 use crate::metrics::Metrics;
 use crate::mint::TokenSigner;
@@ -62,22 +62,10 @@ pub struct App {
 }
 
 impl App {
-    /// Applies a change to this sidecar's cache and tells every other sidecar about it.
-    /// Fails when it could not be published: the caller must retry, or other sidecars would
-    /// go on trusting what was changed until their cache TTL.
-    pub async fn announce(&self, change: Invalidation) -> Result<(), ApiError> {
+    /// Applies a change made through this sidecar to its own cache at once. The other
+    /// sidecars hear of it from the store, which publishes every write atomically with it.
+    pub async fn apply_locally(&self, change: Invalidation) {
         self.cache.apply(&change).await;
-        match self.store.publish(&change).await {
-            Ok(()) => {
-                self.metrics.invalidation_published("ok");
-                Ok(())
-            }
-            Err(error) => {
-                self.metrics.invalidation_published("error");
-                tracing::warn!(%error, "could not publish an invalidation");
-                Err(ApiError::Store(error))
-            }
-        }
     }
 }
 

@@ -43,7 +43,6 @@ pub struct Metrics {
     redis_commands: IntCounterVec,
     redis_duration: HistogramVec,
     invalidations_received: IntCounterVec,
-    invalidations_published: IntCounterVec,
     subscription_connected: IntGauge,
     key_refreshes: IntCounterVec,
 }
@@ -171,17 +170,6 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
-            invalidations_published: registered(
-                r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "session_sidecar_invalidations_published_total",
-                        "Invalidation messages published, by outcome.",
-                    ),
-                    &["outcome"],
-                )
-                .expect("valid metric"),
-            ),
             subscription_connected: registered(
                 r,
                 IntGauge::new(
@@ -250,13 +238,6 @@ impl Metrics {
     /// Counts a received invalidation.
     pub fn invalidation_received(&self, kind: &'static str) {
         self.invalidations_received.with_label_values(&[kind]).inc();
-    }
-
-    /// Counts a published invalidation.
-    pub fn invalidation_published(&self, outcome: &'static str) {
-        self.invalidations_published
-            .with_label_values(&[outcome])
-            .inc();
     }
 
     /// Sets the subscription gauge.

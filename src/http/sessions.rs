@@ -1,6 +1,6 @@
 //! The session and revocation API (SPEC §3.3): create, read, merge-patch, delete, log out
-//! everywhere, revoke by `jti`. Every change is applied to this sidecar's cache and published
-//! to the others before the call answers.
+//! everywhere, revoke by `jti`. Every change is applied to this sidecar's cache before the call
+//! answers; the store has published it to the other sidecars with the write itself.
 
 use std::time::Duration;
 
@@ -98,8 +98,8 @@ pub async fn patch(app: &App, request: Request<Incoming>, sid: &str) -> ApiResul
     };
     match app.store.patch(sid, &patch, limits).await? {
         PatchOutcome::Patched(session) => {
-            app.announce(Invalidation::SessionUpdated(sid.to_owned()))
-                .await?;
+            app.apply_locally(Invalidation::SessionUpdated(sid.to_owned()))
+                .await;
             Ok(respond::json(StatusCode::OK, &session_body(&session)))
         }
         PatchOutcome::NotFound => Err(ApiError::NotFound),
@@ -112,9 +112,8 @@ pub async fn delete(app: &App, request: &Request<Incoming>, sid: &str) -> ApiRes
     authorize(app, request)?;
     let sid = &path_id(sid)?;
     app.store.delete(sid).await?;
-    // Announced even when it was already gone: a retry after a failed announcement must work.
-    app.announce(Invalidation::SessionDeleted(sid.to_owned()))
-        .await?;
+    app.apply_locally(Invalidation::SessionDeleted(sid.to_owned()))
+        .await;
     Ok(respond::empty(StatusCode::NO_CONTENT))
 }
 
@@ -126,8 +125,8 @@ pub async fn delete_subject(app: &App, request: &Request<Incoming>, sub: &str) -
         .ok_or_else(|| ApiError::MalformedBody("the subject in the path is not readable".into()))?;
     let sids = app.store.delete_subject(&sub).await?;
     for sid in &sids {
-        app.announce(Invalidation::SessionDeleted(sid.clone()))
-            .await?;
+        app.apply_locally(Invalidation::SessionDeleted(sid.clone()))
+            .await;
     }
     Ok(respond::json(
         StatusCode::OK,
@@ -172,7 +171,7 @@ pub async fn revoke(app: &App, request: Request<Incoming>) -> ApiResult {
     if exp > unix_now() {
         app.store.revoke(&jti, sid.as_deref(), exp).await?;
     }
-    app.announce(Invalidation::TokenRevoked(jti)).await?;
+    app.apply_locally(Invalidation::TokenRevoked(jti)).await;
     Ok(respond::empty(StatusCode::NO_CONTENT))
 }
 

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::{
-    Invalidation, Lookup, LookupQuery, NewSession, PatchLimits, PatchOutcome, Session,
-    SessionStore, merge_patch, unix_now,
+    Lookup, LookupQuery, NewSession, PatchLimits, PatchOutcome, Session, SessionStore, merge_patch,
+    unix_now,
 };
 use crate::error::StoreError;
 
@@ -176,10 +176,6 @@ impl SessionStore for MemoryStore {
         tables.sweep(now);
         let entry = tables.denied.entry(jti.to_owned()).or_insert(exp);
         *entry = (*entry).max(exp);
-        Ok(())
-    }
-
-    async fn publish(&self, _change: &Invalidation) -> Result<(), StoreError> {
         Ok(())
     }
 

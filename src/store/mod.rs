@@ -4,8 +4,9 @@
 //! [`SessionStore::lookup`] is the only call on the verification path and must cost one round
 //! trip: the session (with its per-session secret) and the `jti` deny-list entry together.
 //! Implementations: [`memory::MemoryStore`] (embedded, one process) and [`redis::RedisStore`]
-//! (Redis Cluster). Stores never touch the cache: they report what changed as
-//! [`Invalidation`]s, and the caller applies and publishes them.
+//! (Redis Cluster). Stores never touch the cache. A store shared by several sidecars publishes
+//! every change as an [`Invalidation`] *atomically with the write itself*, so that a write that
+//! succeeded was always announced; the caller applies the change to its own cache.
 
 pub mod memory;
 pub mod redis;
@@ -107,8 +108,6 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Deny-lists a token id until `exp` (unix seconds). `sid` is the session the token is
     /// bound to, when known: the entry then sits next to that session.
     async fn revoke(&self, jti: &str, sid: Option<&str>, exp: u64) -> Result<(), StoreError>;
-    /// Tells every other sidecar sharing this store about a change.
-    async fn publish(&self, change: &Invalidation) -> Result<(), StoreError>;
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 }

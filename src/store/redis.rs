@@ -14,8 +14,10 @@
 //! single command that the client routes and redirects (MOVED/ASK) like any other. (A pipeline
 //! over two keys of one slot would be one round trip too, but redis-rs 1.8 does not follow ASK
 //! for pipelines, so a slot in migration would fail verifications.)
-//! Invalidations are published on the channel `{P}:invalidations` with plain PUBLISH, which a
-//! Redis Cluster broadcasts to every node (see [`crate::invalidation`]).
+//! Every write that other sidecars must hear about (patch, delete, revoke) is a Lua script
+//! that also PUBLISHes the change on `P:invalidations`, so a write that succeeded was always
+//! announced. A Redis Cluster broadcasts a plain PUBLISH to every node (see
+//! [`crate::invalidation`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +35,7 @@ use super::{
 };
 use crate::config::RedisConfig;
 use crate::error::StoreError;
+use crate::invalidation::encode;
 use crate::metrics::Metrics;
 
 /// The hash fields of a session that a verification reads, in this order.
@@ -60,28 +63,42 @@ end
 return 1
 "#;
 
-/// Replaces a session's data if its version is still the one read (compare-and-set).
-/// Returns 1 when written, 0 when another write came first, -1 when the session is gone.
+/// Replaces a session's data if its version is still the one read (compare-and-set), and
+/// publishes the update. Returns 1 when written, 0 when another write came first, -1 when the
+/// session is gone.
 const COMPARE_AND_SET_DATA: &str = r#"
 local version = redis.call('HGET', KEYS[1], 'v')
 if not version then return -1 end
 if version ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'data', ARGV[2], 'v', tostring(tonumber(version) + 1))
+redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 "#;
 
-/// Deny-lists a token of a live session (a field of the session hash, gone with the session).
-/// A session that is already gone needs no entry: its tokens are dead anyway.
+/// Deny-lists a token of a live session (a field of the session hash, gone with the session)
+/// and publishes the revocation. A session that is already gone needs no entry: its tokens
+/// are dead anyway.
 const REVOKE_SESSION_TOKEN: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1], '1') end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1], '1')
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+end
 return 1
 "#;
 
-/// Deletes a session and returns its subject (nil when there was none).
+/// Deny-lists a stateless token until its `exp` and publishes the revocation.
+const REVOKE_STATELESS_TOKEN: &str = r#"
+redis.call('SET', KEYS[1], '1', 'EXAT', ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"#;
+
+/// Deletes a session, publishes its end, and returns its subject (nil when there was none).
 const DELETE_SESSION: &str = r#"
 local sub = redis.call('HGET', KEYS[1], 'sub')
 if not sub then return false end
 redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
 return sub
 "#;
 
@@ -128,6 +145,7 @@ pub struct RedisStore {
     compare_and_set: Script,
     delete_session: Script,
     revoke_session_token: Script,
+    revoke_stateless_token: Script,
 }
 
 impl RedisStore {
@@ -195,6 +213,7 @@ impl RedisStore {
             compare_and_set: Script::new(COMPARE_AND_SET_DATA),
             delete_session: Script::new(DELETE_SESSION),
             revoke_session_token: Script::new(REVOKE_SESSION_TOKEN),
+            revoke_stateless_token: Script::new(REVOKE_STATELESS_TOKEN),
         })
     }
 
@@ -222,6 +241,42 @@ impl RedisStore {
             tracing::debug!(command, %error, "redis call failed");
         }
         result
+    }
+
+    /// Deletes one session (publishing its end); its subject when it existed.
+    async fn delete_one(&self, sid: &str) -> Result<Option<String>, StoreError> {
+        let mut conn = self.connection.clone();
+        let key = self.keys.session(sid);
+        let message = encode(&Invalidation::SessionDeleted(sid.to_owned()));
+        self.call("session_delete", async {
+            self.delete_session
+                .key(&key)
+                .arg(&self.subscription.channel)
+                .arg(&message)
+                .invoke_async(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    /// Removes ended sessions from a subject's index. Best effort: a stale id in the index
+    /// costs one DEL of nothing at the next log-out-everywhere, so a failure here must not
+    /// fail the deletion that already happened.
+    async fn unindex(&self, sub: &str, sids: &[String]) {
+        let mut conn = self.connection.clone();
+        let key = self.keys.subject(sub);
+        let removed: Result<i64, _> = self
+            .call("subject_index", async {
+                redis::cmd("SREM")
+                    .arg(&key)
+                    .arg(sids)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await;
+        if let Err(error) = removed {
+            tracing::debug!(%error, "could not update a subject's session index");
+        }
     }
 
     async fn read_session(&self, sid: &str) -> Result<Option<(Session, String)>, StoreError> {
@@ -326,6 +381,7 @@ impl SessionStore for RedisStore {
         limits: PatchLimits,
     ) -> Result<PatchOutcome, StoreError> {
         let key = self.keys.session(sid);
+        let message = encode(&Invalidation::SessionUpdated(sid.to_owned()));
         for attempt in 0..MAX_PATCH_ATTEMPTS {
             let Some((mut session, version)) = self.read_session(sid).await? else {
                 return Ok(PatchOutcome::NotFound);
@@ -343,6 +399,8 @@ impl SessionStore for RedisStore {
                         .key(&key)
                         .arg(&version)
                         .arg(&data)
+                        .arg(&self.subscription.channel)
+                        .arg(&message)
                         .invoke_async(&mut conn)
                         .await
                 })
@@ -362,24 +420,10 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete(&self, sid: &str) -> Result<bool, StoreError> {
-        let mut conn = self.connection.clone();
-        let key = self.keys.session(sid);
-        let sub: Option<String> = self
-            .call("session_delete", async {
-                self.delete_session.key(&key).invoke_async(&mut conn).await
-            })
-            .await?;
-        let Some(sub) = sub else { return Ok(false) };
-        let subject_key = self.keys.subject(&sub);
-        let _: i64 = self
-            .call("subject_index", async {
-                redis::cmd("SREM")
-                    .arg(&subject_key)
-                    .arg(sid)
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await?;
+        let Some(sub) = self.delete_one(sid).await? else {
+            return Ok(false);
+        };
+        self.unindex(&sub, &[sid.to_owned()]).await;
         Ok(true)
     }
 
@@ -397,82 +441,62 @@ impl SessionStore for RedisStore {
         if sids.is_empty() {
             return Ok(Vec::new());
         }
-        // Each session sits in its own slot: one DEL per session, all in flight at once.
-        let deletions = sids.iter().map(|sid| {
-            let mut conn = self.connection.clone();
-            let key = self.keys.session(sid);
-            async move {
-                let removed: i64 = self
-                    .call("session_delete", async {
-                        redis::cmd("DEL").arg(&key).query_async(&mut conn).await
-                    })
-                    .await?;
-                Ok::<_, StoreError>((sid.clone(), removed > 0))
-            }
+        // Each session sits in its own slot: one call per session, all in flight at once.
+        let deletions = sids.iter().map(|sid| async move {
+            self.delete_one(sid)
+                .await
+                .map(|sub| (sid.clone(), sub.is_some()))
         });
         let results = futures_util::future::join_all(deletions).await;
         let mut deleted = Vec::with_capacity(sids.len());
+        let mut first_error = None;
         for result in results {
-            let (sid, removed) = result?;
-            if removed {
-                deleted.push(sid);
+            match result {
+                Ok((sid, true)) => deleted.push(sid),
+                Ok((_, false)) => {}
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
             }
         }
-        let _: i64 = self
-            .call("subject_index", async {
-                redis::cmd("SREM")
-                    .arg(&subject_key)
-                    .arg(&sids)
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await?;
-        Ok(deleted)
+        // Ids of sessions that are gone, whether just deleted or already expired.
+        let gone: Vec<String> = match first_error {
+            Some(_) => deleted.clone(),
+            None => sids,
+        };
+        self.unindex(sub, &gone).await;
+        match first_error {
+            // Some shards could not be reached: report it, so the caller retries; what was
+            // deleted stays deleted (and was published).
+            Some(error) => Err(error),
+            None => Ok(deleted),
+        }
     }
 
     async fn revoke(&self, jti: &str, sid: Option<&str>, exp: u64) -> Result<(), StoreError> {
         let mut conn = self.connection.clone();
-        match sid {
-            Some(sid) => {
-                let key = self.keys.session(sid);
-                let _: i64 = self
-                    .call("revoke", async {
-                        self.revoke_session_token
-                            .key(&key)
-                            .arg(deny_field(jti))
-                            .invoke_async(&mut conn)
-                            .await
-                    })
-                    .await?;
-            }
-            None => {
-                let key = self.keys.stateless_deny(jti);
-                let _: () = self
-                    .call("revoke", async {
-                        redis::cmd("SET")
-                            .arg(&key)
-                            .arg(1)
-                            .arg("EXAT")
-                            .arg(exp)
-                            .query_async(&mut conn)
-                            .await
-                    })
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn publish(&self, change: &Invalidation) -> Result<(), StoreError> {
-        let message = crate::invalidation::encode(change);
-        let mut conn = self.connection.clone();
+        let message = encode(&Invalidation::TokenRevoked(jti.to_owned()));
         let channel = &self.subscription.channel;
+        let (key, script, first_arg) = match sid {
+            Some(sid) => (
+                self.keys.session(sid),
+                &self.revoke_session_token,
+                deny_field(jti),
+            ),
+            None => (
+                self.keys.stateless_deny(jti),
+                &self.revoke_stateless_token,
+                exp.to_string(),
+            ),
+        };
         let _: i64 = self
-            .call("publish", async {
-                redis::cmd("PUBLISH")
+            .call("revoke", async {
+                script
+                    .key(&key)
+                    .arg(&first_arg)
                     .arg(channel)
                     .arg(&message)
-                    .query_async(&mut conn)
+                    .invoke_async(&mut conn)
                     .await
             })
             .await?;

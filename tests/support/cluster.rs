@@ -14,7 +14,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::hash::{BuildHasher, Hasher};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -650,8 +649,19 @@ fn ephemeral_range() -> Option<(u16, u16)> {
     Some((it.next()??, it.next()??))
 }
 
-/// Picks a node port whose bus port (`+10000`) is free too, never handing out a port twice in
-/// this process (nodes of another cluster may not have bound theirs yet).
+/// True if nothing at all holds 127.0.0.1:`port`: bound *without* SO_REUSEADDR (unlike
+/// `std::net::TcpListener`), so ports with TIME_WAIT/FIN_WAIT leftovers count as taken.
+/// That keeps a node killed in another test process from having its port reused while its
+/// cluster still gossips about it: the newcomer would answer with another node id, the old
+/// node would be marked `noaddr` and never `fail`, and its failover would never happen.
+fn port_is_unused(port: u16) -> bool {
+    tokio::net::TcpSocket::new_v4()
+        .and_then(|s| s.bind(([127, 0, 0, 1], port).into()))
+        .is_ok()
+}
+
+/// Picks a node port whose bus port (`+10000`) is unused too, never handing out a port twice
+/// in this process (nodes of another cluster may not have bound theirs yet).
 fn pick_port() -> u16 {
     static RESERVED: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
     let reserved = RESERVED.get_or_init(|| Mutex::new(HashSet::new()));
@@ -674,9 +684,7 @@ fn pick_port() -> u16 {
         if reserved.contains(&port) || reserved.contains(&bus) {
             continue;
         }
-        let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
-            && TcpListener::bind(("127.0.0.1", bus)).is_ok();
-        if free {
+        if port_is_unused(port) && port_is_unused(bus) {
             reserved.insert(port);
             reserved.insert(bus);
             return port;
@@ -948,6 +956,13 @@ fn check_topology(nodes: &[Node], fresh: bool) -> Result<(), String> {
         }
         for (n, connected) in &view {
             if dead_ids.contains(n.id.as_str()) {
+                if n.flags.iter().any(|f| f == "noaddr") && !n.flags.iter().any(|f| f == "fail") {
+                    return Err(format!(
+                        "{p}: dead node {} ({}) lost its address before being flagged fail: \
+                         another process probably reused its port, so it will never fail over",
+                        n.id, n.port
+                    ));
+                }
                 if !n.flags.iter().any(|f| f == "fail") {
                     return Err(format!(
                         "{p}: dead node {} not flagged fail yet ({:?})",
