@@ -44,14 +44,18 @@ const BUS_OFFSET: u16 = 10000;
 /// our stdin reaches EOF, i.e. when the owning test process closes the pipe or dies; then it
 /// removes the node's temp dir `$REDIS_NODE_DIR` (the static cluster's `TempDir`s are never
 /// dropped). If redis stops on its own, the wrapper exits with its status and keeps the dir,
-/// so the log can still be reported. Background lists get /dev/null as stdin, hence fd 3.
+/// so the log can still be reported. Background lists get /dev/null as stdin, hence fd 3; the
+/// watcher ignores SIGINT/SIGHUP so a Ctrl-C of `cargo test` still ends in the cleanup. Its
+/// wait for redis to vanish is bounded: an orphaned zombie is never reaped without an init.
 const WRAPPER: &str = r#"exec 3<&0 </dev/null
 "$@" 3<&- &
 pid=$!
 {
+  trap '' INT HUP
   read _ignored <&3
   kill -9 "$pid" 2>/dev/null
-  while kill -0 "$pid" 2>/dev/null; do sleep 0.02; done
+  i=0
+  while kill -0 "$pid" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.02; i=$((i + 1)); done
   rm -rf "$REDIS_NODE_DIR"
 } &
 watcher=$!
@@ -163,7 +167,9 @@ impl Drop for RedisCluster {
 }
 
 impl RedisCluster {
-    /// Spawns 6 nodes, runs `redis-cli --cluster create` and waits until healthy; panics with logs on failure.
+    /// Spawns 6 nodes, creates the cluster and waits until it is healthy.
+    ///
+    /// Panics with the `redis-cli --cluster create` output and node log tails on failure.
     pub fn start() -> RedisCluster {
         match Self::try_start() {
             Ok(c) => c,
@@ -171,7 +177,7 @@ impl RedisCluster {
         }
     }
 
-    /// The cluster shared by every test of this test binary, started on first use (never dropped).
+    /// The cluster shared by every test of this binary, started on first use (never dropped).
     pub fn shared() -> &'static RedisCluster {
         static SHARED: OnceLock<Result<RedisCluster, String>> = OnceLock::new();
         match SHARED.get_or_init(Self::try_start) {
@@ -244,7 +250,9 @@ impl RedisCluster {
         slot_of(key.as_bytes())
     }
 
-    /// Runs `redis-cli -h 127.0.0.1 -p PORT ARGS...` and returns its stdout; panics if redis-cli fails.
+    /// Runs `redis-cli -h 127.0.0.1 -p PORT ARGS...` and returns its stdout.
+    ///
+    /// Panics if redis-cli exits non-zero (e.g. cannot connect). Each call is a new connection.
     pub fn redis_cli(&self, port: u16, args: &[&str]) -> String {
         let out = Command::new(cli_bin())
             .args(["-h", "127.0.0.1", "-p", &port.to_string()])
@@ -263,15 +271,18 @@ impl RedisCluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// SIGKILLs one node and waits until its process is gone (for failover tests; never on `shared()`).
+    /// SIGKILLs one node and waits until its process is gone (never do this on `shared()`).
     pub fn kill_node(&self, port: u16) {
         let node = self.node(port);
         node.signal_kill();
         node.reap(Duration::from_secs(5));
     }
 
-    /// Waits until the dead node is flagged failed, its slots are served by a promoted replica and
-    /// every live node reports `cluster_state:ok` with identical views; panics with logs on timeout.
+    /// Waits until a replica of the killed master took over and the cluster is ok again.
+    ///
+    /// Precisely: the dead node is flagged `fail` and owns nothing, live masters cover all
+    /// slots, and every live node reports `cluster_state:ok` with identical views. Panics with
+    /// node logs on timeout.
     pub fn wait_for_failover(&self, dead_port: u16, timeout: Duration) {
         let dead = self.node(dead_port);
         assert!(
@@ -283,9 +294,7 @@ impl RedisCluster {
             panic!(
                 "{}",
                 report(
-                    &format!(
-                        "failover after killing {dead_port} did not complete within {timeout:?}: {e}"
-                    ),
+                    &format!("failover after killing {dead_port} not done in {timeout:?}: {e}"),
                     &self.nodes,
                     &self.create_output
                 )
@@ -293,8 +302,10 @@ impl RedisCluster {
         }
     }
 
-    /// Waits until every live replica has applied all that its master had written when called
-    /// (use before `kill_node` on a master; `WAIT` only works on the connection that wrote).
+    /// Waits until every live replica has applied what its master had written when called.
+    ///
+    /// Use it before `kill_node` on a master. (`WAIT` through `redis_cli` would not do: it
+    /// only waits for the writes of its own connection, and a new one has written nothing.)
     pub fn wait_for_replication(&self, timeout: Duration) {
         let view = self.nodes();
         let live: HashSet<u16> = self.live_ports().into_iter().collect();
@@ -347,7 +358,8 @@ impl RedisCluster {
         self.finish_slot_migration(slot, to_port);
     }
 
-    /// First half of a migration: SETSLOT IMPORTING on the target, then MIGRATING on the owner.
+    /// First half of a migration: SETSLOT IMPORTING on the target, MIGRATING on the owner.
+    ///
     /// Keys stay on the owner; requests for keys it lacks get `-ASK` to the target.
     pub fn begin_slot_migration(&self, slot: u16, to_port: u16) {
         let view = self.nodes();
@@ -367,8 +379,9 @@ impl RedisCluster {
         ));
     }
 
-    /// Moves up to `max_keys` keys of a slot being migrated (after `begin_slot_migration`) to the
-    /// target with MIGRATE; returns how many were moved (those now answer `-ASK` on the owner).
+    /// MIGRATEs up to `max_keys` keys of a half-migrated slot to the target; returns the count.
+    ///
+    /// Call after `begin_slot_migration`: the moved keys then get `-ASK` on the old owner.
     pub fn migrate_keys_in_slot(&self, slot: u16, to_port: u16, max_keys: usize) -> usize {
         let view = self.nodes();
         let (src, dst) = migration_ends(&view, slot, to_port);
@@ -414,8 +427,10 @@ impl RedisCluster {
         moved
     }
 
-    /// Second half: MIGRATE the remaining keys, SETSLOT NODE on the target, the old owner and every
-    /// other master, then wait until every live node agrees on the new owner.
+    /// Second half of a migration: MIGRATE the remaining keys, then SETSLOT NODE everywhere.
+    ///
+    /// SETSLOT NODE goes to the target, the old owner and every other master; then it waits
+    /// until every live node agrees on the new owner.
     pub fn finish_slot_migration(&self, slot: u16, to_port: u16) {
         let view = self.nodes();
         let (src, dst) = migration_ends(&view, slot, to_port);
@@ -471,9 +486,10 @@ impl RedisCluster {
         }
     }
 
-    /// Sum of INFO commandstats `calls` per command (e.g. "get", "cluster|slots") over all live nodes.
-    /// Replicas count the writes they apply from their master, and the harness's own admin
-    /// commands (info, cluster|*, config|*) are counted too.
+    /// Sum of INFO commandstats `calls` per command ("get", "cluster|slots"...) over live nodes.
+    ///
+    /// Replicas count the writes they apply from their master (one SET shows as 2, plus a
+    /// "select"), and the harness's own admin commands (info, cluster|*, config|*) count too.
     pub fn commandstats(&self) -> HashMap<String, u64> {
         let mut totals = HashMap::new();
         for n in self.live() {
@@ -1112,6 +1128,10 @@ fn report(msg: &str, nodes: &[Node], create_output: &str) -> String {
                 Ok(v) => s += &format!("CLUSTER NODES:\n{}\n", v.trim_end()),
                 Err(e) => s += &format!("CLUSTER NODES failed: {e}\n"),
             }
+        }
+        if !alive && !n.log_path().exists() {
+            s += "(killed by the harness; its wrapper removed the dir)\n";
+            continue;
         }
         let stdout = tail(&n.dir.path().join("stdout.log"), LOG_TAIL_LINES);
         if !stdout.trim().is_empty() {

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Load benchmark (SPEC §8): cache-hit `/verify` over loopback HTTP/1.1 keep-alive against a bare
+# hyper server answering 200, same machine, same load generator (wrk), as a ratio in one run;
+# then the latency at half of the sidecar's peak rate (wrk2-style pacing is not available, so
+# half the connections and a fixed request budget are used as the "half load" proxy).
+#
+# Usage: benches/load.sh [seconds]   (needs wrk: apt-get install wrk)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration="${1:-10}"
+threads=1
+connections=32
+
+cargo build --release --quiet --bin session-sidecar --example bare_hyper
+work="$(mktemp -d)"
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+
+head -c 32 /dev/urandom > "$work/secret"
+./target/release/session-sidecar serve --jwt-secret-file "$work/secret" \
+  --listen 127.0.0.1:18080 --metrics-listen 127.0.0.1:19090 2>/dev/null &
+./target/release/examples/bare_hyper 127.0.0.1:18090 2>/dev/null &
+token="$(./target/release/session-sidecar token --jwt-secret-file "$work/secret" --sub bench --ttl 1h)"
+for _ in $(seq 50); do
+  curl -sf -o /dev/null -H "Authorization: Bearer $token" http://127.0.0.1:18080/verify && \
+  curl -sf -o /dev/null http://127.0.0.1:18090/ && break
+  sleep 0.1
+done
+
+cat > "$work/auth.lua" <<LUA
+wrk.headers["Authorization"] = "Bearer $token"
+LUA
+
+run() { wrk -t"$threads" -c"$1" -d"${duration}s" --latency "${@:2}"; }
+rps() { awk '/Requests\/sec/ {print $2}'; }
+
+echo "== bare hyper (baseline)"
+bare="$(run $connections http://127.0.0.1:18090/ | tee "$work/bare.txt" | rps)"
+echo "== session-sidecar /verify, cache hit"
+sidecar="$(run $connections -s "$work/auth.lua" http://127.0.0.1:18080/verify | tee "$work/sidecar.txt" | rps)"
+grep -E "Non-2xx" "$work/sidecar.txt" && { echo "sidecar answered non-2xx"; exit 1; }
+echo "== session-sidecar /verify at about half load ($((connections / 4)) connections)"
+run $((connections / 4)) -s "$work/auth.lua" http://127.0.0.1:18080/verify | tee "$work/half.txt" >/dev/null
+
+printf '\nbare hyper:      %s req/s\n' "$bare"
+printf 'sidecar (hits):  %s req/s\n' "$sidecar"
+awk -v s="$sidecar" -v b="$bare" 'BEGIN { printf "ratio:           %.2f (target >= 0.80)\n", s / b }'
+echo "latency at reduced load:"
+grep -E "^\s+(50|90|99)%" "$work/half.txt"
+curl -s http://127.0.0.1:19090/metrics | grep -E '^session_sidecar_cache_(hits|misses)_total'
