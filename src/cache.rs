@@ -83,15 +83,15 @@ impl CachedDecision {
     fn index_keys(&self) -> [Option<IndexKey>; 2] {
         match &self.decision {
             Decision::Grant(grant) => [
-                grant.sid.as_deref().map(IndexKey::session),
-                grant.jti.as_deref().map(IndexKey::token),
+                grant.sid().map(IndexKey::session),
+                grant.jti().map(IndexKey::token),
             ],
             Decision::Deny(_) => [None, None],
         }
     }
 
     fn depends_on_store(&self) -> bool {
-        matches!(&self.decision, Decision::Grant(g) if g.sid.is_some() || g.jti.is_some())
+        matches!(&self.decision, Decision::Grant(g) if g.sid().is_some() || g.jti().is_some())
     }
 
     fn mark(&self, kind: ChangeKind) {

@@ -80,12 +80,12 @@ impl Default for Rejections {
 pub fn forward_auth_grant(grant: &Grant) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::new()));
     let headers = response.headers_mut();
-    headers.insert(X_AUTH_SUBJECT, grant.headers.subject.clone());
-    if let Some(sid) = &grant.headers.session_id {
+    headers.insert(X_AUTH_SUBJECT, grant.subject_header.clone());
+    if let Some(sid) = &grant.session_id_header {
         headers.insert(X_AUTH_SESSION_ID, sid.clone());
     }
-    headers.insert(X_AUTH_CLAIMS, grant.headers.claims.clone());
-    if let Some(session) = &grant.headers.session {
+    headers.insert(X_AUTH_CLAIMS, grant.claims.payload.clone());
+    if let Some(session) = &grant.session_header {
         headers.insert(X_AUTH_SESSION, session.clone());
     }
     headers.insert(CACHE_CONTROL, NO_STORE);

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hyper::header::HeaderValue;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -27,17 +28,28 @@ pub struct JoseHeader {
     pub kid: Option<String>,
 }
 
-/// The claims of a token whose signature and registered claims were verified.
+/// The claims of a token whose signature and registered claims were verified: what the
+/// sidecar needs of them, and the payload itself once, as it came.
 #[derive(Debug, Clone)]
 pub struct VerifiedClaims {
-    pub sub: String,
-    pub sid: Option<String>,
-    pub jti: Option<String>,
+    pub sub: Box<str>,
+    pub sid: Option<Box<str>>,
+    pub jti: Option<Box<str>>,
     pub exp: u64,
-    /// The whole payload, for introspection.
-    pub claims: Map<String, Value>,
-    /// The payload segment as it came: base64url, no padding, of the payload JSON.
-    pub payload_segment: String,
+    /// The payload segment as it came: base64url, no padding, of the payload JSON. It is the
+    /// `X-Auth-Claims` header value as it is, and introspection decodes it again.
+    pub payload: HeaderValue,
+}
+
+impl VerifiedClaims {
+    /// The payload as JSON (for introspection; the hot path never parses it).
+    pub fn payload_json(&self) -> Value {
+        URL_SAFE_NO_PAD
+            .decode(self.payload.as_bytes())
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or(Value::Null)
+    }
 }
 
 /// Verifies tokens against a [`KeySet`] and the claim rules.
@@ -192,7 +204,7 @@ fn claims_from(
     payload_segment: &str,
 ) -> Result<VerifiedClaims, Reason> {
     let sub = match claims.get("sub") {
-        Some(Value::String(sub)) if header_safe(sub) => sub.clone(),
+        Some(Value::String(sub)) if header_safe(sub) => sub.as_str().into(),
         Some(Value::String(_)) => return Err(Reason::Malformed),
         _ => return Err(Reason::MissingClaim),
     };
@@ -205,15 +217,14 @@ fn claims_from(
         jti: optional_id(&claims, "jti")?,
         sub,
         exp,
-        payload_segment: payload_segment.to_owned(),
-        claims,
+        payload: HeaderValue::from_str(payload_segment).map_err(|_| Reason::Malformed)?,
     })
 }
 
-fn optional_id(claims: &Map<String, Value>, name: &str) -> Result<Option<String>, Reason> {
+fn optional_id(claims: &Map<String, Value>, name: &str) -> Result<Option<Box<str>>, Reason> {
     match claims.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(id)) if valid_id(id) => Ok(Some(id.clone())),
+        Some(Value::String(id)) if valid_id(id) => Ok(Some(id.as_str().into())),
         Some(_) => Err(Reason::Malformed),
     }
 }

@@ -31,24 +31,29 @@ pub enum Decision {
     Deny(Reason),
 }
 
-/// A valid token, with its session when it is bound to one, and its response headers rendered
-/// once, when the decision was made.
+/// A valid token and, when it is bound to one, its session's data, kept once each in the form
+/// the forward-auth response sends them (rendered when the decision was made). What
+/// introspection needs beyond that is decoded from these on demand.
 pub struct Grant {
-    pub sub: String,
-    pub sid: Option<String>,
-    pub jti: Option<String>,
-    pub exp: u64,
     pub claims: VerifiedClaims,
-    pub session: Option<Session>,
-    pub headers: GrantHeaders,
+    /// `X-Auth-Subject`.
+    pub subject_header: HeaderValue,
+    /// `X-Auth-Session-Id`, for session-bound tokens.
+    pub session_id_header: Option<HeaderValue>,
+    /// `X-Auth-Session`: base64url of the session data JSON, for session-bound tokens.
+    pub session_header: Option<HeaderValue>,
 }
 
-/// The forward-auth headers of a grant (SPEC §3.1), ready to copy into a response.
-pub struct GrantHeaders {
-    pub subject: HeaderValue,
-    pub session_id: Option<HeaderValue>,
-    pub claims: HeaderValue,
-    pub session: Option<HeaderValue>,
+impl Grant {
+    /// Session id, for session-bound tokens.
+    pub fn sid(&self) -> Option<&str> {
+        self.claims.sid.as_deref()
+    }
+
+    /// Token id, when the token has one.
+    pub fn jti(&self) -> Option<&str> {
+        self.claims.jti.as_deref()
+    }
 }
 
 /// The answer for one request.
@@ -165,9 +170,9 @@ impl Verifier {
             match claims.sid.as_deref() {
                 Some(sid) if sid != kid => return Ok(self.deny(Reason::Malformed, key, epoch)),
                 Some(_) => {}
-                None => claims.sid = Some(kid.to_owned()),
+                None => claims.sid = Some(kid.into()),
             }
-            if claims.jti != jti {
+            if claims.jti.as_deref() != jti.as_deref() {
                 return Ok(self.deny(Reason::Malformed, key, epoch));
             }
             return Ok(self.decide(claims, lookup, key, epoch));
@@ -225,28 +230,19 @@ impl Verifier {
         }
         let session = match &claims.sid {
             Some(_) => match lookup.session {
-                Some(session) if session.sub == claims.sub => Some(session),
+                Some(session) if *session.sub == *claims.sub => Some(session),
                 _ => return self.deny(Reason::SessionInactive, key, epoch),
             },
             None => None,
         };
-        let Some(headers) = render_headers(&claims, session.as_ref()) else {
+        let Some(grant) = grant(claims, session.as_ref()) else {
             return self.deny(Reason::Malformed, key, epoch);
         };
-        let mut until = until_unix(claims.exp);
+        let mut until = until_unix(grant.claims.exp);
         if let Some(session) = &session {
             until = until.min(until_unix(session.expires_at));
         }
         let deadline = Instant::now() + until.min(self.cache.ttl());
-        let grant = Grant {
-            sub: claims.sub.clone(),
-            sid: claims.sid.clone(),
-            jti: claims.jti.clone(),
-            exp: claims.exp,
-            claims,
-            session,
-            headers,
-        };
         CachedDecision::new(Decision::Grant(Box::new(grant)), key, deadline, epoch)
     }
 
@@ -263,7 +259,8 @@ fn until_unix(at: u64) -> Duration {
         .unwrap_or(Duration::ZERO)
 }
 
-fn render_headers(claims: &VerifiedClaims, session: Option<&Session>) -> Option<GrantHeaders> {
+/// Builds a grant, rendering its headers; `None` when a value cannot be a header.
+fn grant(claims: VerifiedClaims, session: Option<&Session>) -> Option<Grant> {
     let session_header = match session {
         Some(session) => {
             let json = serde_json::to_vec(&session.data).ok()?;
@@ -271,14 +268,14 @@ fn render_headers(claims: &VerifiedClaims, session: Option<&Session>) -> Option<
         }
         None => None,
     };
-    Some(GrantHeaders {
-        subject: HeaderValue::from_str(&claims.sub).ok()?,
-        session_id: match &claims.sid {
+    Some(Grant {
+        subject_header: HeaderValue::from_str(&claims.sub).ok()?,
+        session_id_header: match &claims.sid {
             Some(sid) => Some(HeaderValue::from_str(sid).ok()?),
             None => None,
         },
-        claims: HeaderValue::from_str(&claims.payload_segment).ok()?,
-        session: session_header,
+        session_header,
+        claims,
     })
 }
 
@@ -286,14 +283,20 @@ fn render_headers(claims: &VerifiedClaims, session: Option<&Session>) -> Option<
 pub fn introspection(grant: &Grant) -> Value {
     let mut body = serde_json::json!({
         "active": true,
-        "sub": grant.sub,
-        "exp": grant.exp,
-        "claims": grant.claims.claims,
+        "sub": &*grant.claims.sub,
+        "exp": grant.claims.exp,
+        "claims": grant.claims.payload_json(),
     });
-    if let (Some(sid), Some(session), Value::Object(map)) = (&grant.sid, &grant.session, &mut body)
+    if let (Some(sid), Some(session), Value::Object(map)) =
+        (grant.sid(), &grant.session_header, &mut body)
     {
-        map.insert("sid".into(), Value::String(sid.clone()));
-        map.insert("session".into(), session.data.clone());
+        let data = URL_SAFE_NO_PAD
+            .decode(session.as_bytes())
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or(Value::Null);
+        map.insert("sid".into(), Value::String(sid.to_owned()));
+        map.insert("session".into(), data);
     }
     body
 }
