@@ -2,7 +2,6 @@
 //! This is the hot path: on a cache hit it copies pre-rendered headers and allocates only
 //! the response.
 
-use bytes::Buf;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
@@ -87,17 +86,28 @@ pub async fn introspect(app: &App, request: Request<Incoming>) -> HttpResponse {
     }
 }
 
+/// How much of an oversized body is read and thrown away before answering `413`, so that the
+/// client, still sending, reads the answer instead of a connection reset.
+const OVERSIZED_DRAIN_BYTES: usize = 1024 * 1024;
+
 /// Reads a request body of at most `limit` bytes.
-pub async fn read_limited(body: Incoming, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    let limited = http_body_util::Limited::new(body, limit);
-    match limited.collect().await {
-        Ok(collected) => {
-            let mut buf = collected.aggregate();
-            Ok(buf.copy_to_bytes(buf.remaining()))
+pub async fn read_limited(mut body: Incoming, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    let mut collected = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ApiError::MalformedBody("the body was cut off".into()))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        seen = seen.saturating_add(data.len());
+        if seen <= limit {
+            collected.extend_from_slice(&data);
+        } else if seen > limit.saturating_add(OVERSIZED_DRAIN_BYTES) {
+            break;
         }
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(ApiError::BodyTooLarge(limit))
-        }
-        Err(_) => Err(ApiError::MalformedBody("the body was cut off".into())),
     }
+    if seen > limit {
+        return Err(ApiError::BodyTooLarge(limit));
+    }
+    Ok(collected.freeze())
 }
