@@ -220,7 +220,9 @@ async fn a_missed_revocation_is_not_trusted_past_cache_ttl() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn losing_the_subscription_makes_cached_sessions_recheck() {
-    let cluster = RedisCluster::shared();
+    // A cluster of its own: cutting every pub/sub client would disturb the other tests.
+    let own = RedisCluster::start();
+    let cluster = &own;
     let prefix = unique_prefix("resub");
     let sidecar = TestSidecar::start_on_cluster(cluster, &prefix, &["--cache-ttl", "600"]).await;
     sidecar
