@@ -120,13 +120,7 @@ async fn deleting_a_session_evicts_its_cached_grant_at_once() {
     let (sid, token) = sidecar.create_session("erin", json!({})).await;
     assert_eq!(sidecar.verify(&token).await.status(), 200);
     assert_eq!(sidecar.verify(&token).await.status(), 200);
-    let deleted = sidecar
-        .http
-        .delete(sidecar.url(&format!("/v1/sessions/{sid}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
+    assert_eq!(sidecar.delete_session(&sid).await, 204);
     assert_eq!(
         sidecar.verify_status(&token).await,
         (401, Some("session_inactive".into()))

@@ -71,13 +71,7 @@ async fn killing_a_master_keeps_hits_answering_and_misses_recover() {
         assert_eq!(status, 200, "cached decision answered during the outage");
     }
     // Revoke a session on a live shard while the victim is down: rejected, and stays so.
-    let deleted = creator
-        .http
-        .delete(creator.url(&format!("/v1/sessions/{}", revoked.0)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
+    assert_eq!(creator.delete_session(&revoked.0).await, 204);
     sidecar
         .wait_for_status(&revoked.1, 401, Duration::from_secs(10))
         .await;

@@ -68,13 +68,7 @@ async fn session_created_on_one_sidecar_verifies_on_another_and_deletion_reaches
         "B's cache is warm"
     );
 
-    let deleted = a
-        .http
-        .delete(a.url(&format!("/v1/sessions/{sid}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
+    assert_eq!(a.delete_session(&sid).await, 204);
     b.wait_for_status(&token, 401, PROPAGATION_BOUND).await;
     assert_eq!(
         b.verify_status(&token).await,
@@ -265,27 +259,8 @@ async fn per_session_keys_work_on_the_cluster() {
     let prefix = unique_prefix("pskeys");
     let a = TestSidecar::start_on_cluster(cluster, &prefix, &["--session-keys"]).await;
     let b = TestSidecar::start_on_cluster(cluster, &prefix, &["--session-keys"]).await;
-    let created: Value = a
-        .http
-        .post(a.url("/v1/sessions"))
-        .json(&json!({"sub": "hank", "data": {}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sid = created["sid"].as_str().unwrap();
-    use base64::Engine;
-    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(created["session_secret"].as_str().unwrap())
-        .unwrap();
-    let token = sign(
-        jsonwebtoken::Algorithm::HS256,
-        &jsonwebtoken::EncodingKey::from_secret(&secret),
-        Some(sid),
-        &json!({"sub": "hank", "exp": now() + 60}),
-    );
+    let (sid, secret) = a.create_keyed_session("hank").await;
+    let token = session_keyed_token(&sid, &secret, "hank", None);
     assert_eq!(b.verify(&token).await.status(), 200);
 }
 

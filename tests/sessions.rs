@@ -3,7 +3,6 @@
 
 mod support;
 
-use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 use support::*;
 
@@ -199,51 +198,19 @@ async fn issued_tokens_carry_issuer_and_audience() {
 #[tokio::test(flavor = "multi_thread")]
 async fn per_session_keys_verify_tokens_signed_with_the_session_secret() {
     let sidecar = TestSidecar::start(&["--session-keys"]).await;
-    let created: Value = sidecar
-        .http
-        .post(sidecar.url("/v1/sessions"))
-        .json(&json!({"sub": "ivan", "data": {"r": 1}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sid = created["sid"].as_str().unwrap();
-    let secret = created["session_secret"]
-        .as_str()
-        .expect("session secret returned");
-    use base64::Engine;
-    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(secret)
-        .unwrap();
-    let token = sign(
-        Algorithm::HS256,
-        &EncodingKey::from_secret(&secret),
-        Some(sid),
-        &json!({"sub": "ivan", "exp": now() + 60, "jti": "per-session-1"}),
-    );
+    let (sid, secret) = sidecar.create_keyed_session("ivan").await;
+    let token = session_keyed_token(&sid, &secret, "ivan", Some("per-session-1"));
     let response = sidecar.verify(&token).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["x-auth-session-id"], sid);
+    assert_eq!(response.headers()["x-auth-session-id"], sid.as_str());
     // Signed with another secret: bad signature.
-    let forged = sign(
-        Algorithm::HS256,
-        &EncodingKey::from_secret(b"not the session secret"),
-        Some(sid),
-        &json!({"sub": "ivan", "exp": now() + 60}),
-    );
+    let forged = session_keyed_token(&sid, b"not the session secret", "ivan", None);
     assert_eq!(
         sidecar.verify_status(&forged).await,
         (401, Some("bad_signature".into()))
     );
     // The session ends: its key goes with it.
-    sidecar
-        .http
-        .delete(sidecar.url(&format!("/v1/sessions/{sid}")))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(sidecar.delete_session(&sid).await, 204);
     assert_eq!(
         sidecar.verify_status(&token).await,
         (401, Some("session_inactive".into()))

@@ -343,3 +343,54 @@ impl TestSidecar {
         }
     }
 }
+
+impl TestSidecar {
+    /// `DELETE /v1/sessions/{sid}` → status.
+    pub async fn delete_session(&self, sid: &str) -> u16 {
+        self.http
+            .delete(self.url(&format!("/v1/sessions/{sid}")))
+            .send()
+            .await
+            .expect("delete session")
+            .status()
+            .as_u16()
+    }
+
+    /// `POST /v1/sessions` on a sidecar with `--session-keys` → (sid, per-session secret).
+    pub async fn create_keyed_session(&self, sub: &str) -> (String, Vec<u8>) {
+        use base64::Engine;
+        let created: Value = self
+            .http
+            .post(self.url("/v1/sessions"))
+            .json(&json!({"sub": sub, "data": {}}))
+            .send()
+            .await
+            .expect("create session")
+            .json()
+            .await
+            .expect("json");
+        let secret = created["session_secret"]
+            .as_str()
+            .expect("session_secret returned with --session-keys");
+        (
+            created["sid"].as_str().expect("sid").to_owned(),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(secret)
+                .expect("base64url secret"),
+        )
+    }
+}
+
+/// An HS256 token for `sub` whose `kid` is `sid`, signed with the session's own secret.
+pub fn session_keyed_token(sid: &str, secret: &[u8], sub: &str, jti: Option<&str>) -> String {
+    let mut claims = json!({"sub": sub, "exp": now() + 60});
+    if let Some(jti) = jti {
+        claims["jti"] = json!(jti);
+    }
+    sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(secret),
+        Some(sid),
+        &claims,
+    )
+}
