@@ -15,6 +15,7 @@
 //! The hit path is one digest, one moka lookup and two atomic loads: no allocation, no lock.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -80,11 +81,12 @@ impl CachedDecision {
         self.key
     }
 
-    fn index_keys(&self) -> [Option<IndexKey>; 2] {
+    /// The ids this decision depends on.
+    fn dependencies(&self) -> [Option<Dependency<'_>>; 2] {
         match &self.decision {
             Decision::Grant(grant) => [
-                grant.sid().map(IndexKey::session),
-                grant.jti().map(IndexKey::token),
+                grant.sid().map(Dependency::Session),
+                grant.jti().map(Dependency::Token),
             ],
             Decision::Deny(_) => [None, None],
         }
@@ -123,15 +125,112 @@ enum ChangeKind {
 }
 
 /// An id that cached entries depend on: a session id or a token id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct IndexKey(Box<str>);
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Dependency<'a> {
+    Session(&'a str),
+    Token(&'a str),
+}
 
-impl IndexKey {
-    fn session(sid: &str) -> Self {
-        IndexKey(format!("s {sid}").into_boxed_str())
+impl Dependency<'_> {
+    /// The owned form, for tombstones.
+    fn owned(self) -> (bool, Box<str>) {
+        match self {
+            Dependency::Session(sid) => (true, sid.into()),
+            Dependency::Token(jti) => (false, jti.into()),
+        }
     }
-    fn token(jti: &str) -> Self {
-        IndexKey(format!("j {jti}").into_boxed_str())
+}
+
+/// The entries that depend on one id. Nearly always exactly one, kept without a `Vec`.
+enum Dependents {
+    One(Arc<CachedDecision>),
+    Many(Vec<Arc<CachedDecision>>),
+}
+
+/// Which cached entries depend on which session or token id. Keyed by a 64-bit keyed hash of
+/// the id rather than the id itself (one entry costs a few dozen bytes, not a copy of the id);
+/// a collision only puts two ids in one bucket, and [`DependencyIndex::take`] compares the real
+/// ids before touching an entry.
+struct DependencyIndex {
+    hasher: RandomState,
+    buckets: HashMap<u64, Dependents>,
+}
+
+impl DependencyIndex {
+    fn new() -> Self {
+        DependencyIndex {
+            hasher: RandomState::new(),
+            buckets: HashMap::new(),
+        }
+    }
+
+    fn bucket_of(&self, id: Dependency<'_>) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    fn register(&mut self, entry: &Arc<CachedDecision>) {
+        for id in entry.dependencies().into_iter().flatten() {
+            let bucket = self.bucket_of(id);
+            self.register_in(bucket, entry);
+        }
+    }
+
+    fn unregister(&mut self, entry: &Arc<CachedDecision>) {
+        for id in entry.dependencies().into_iter().flatten() {
+            let bucket = self.bucket_of(id);
+            match self.buckets.get_mut(&bucket) {
+                Some(Dependents::One(other)) if Arc::ptr_eq(other, entry) => {
+                    self.buckets.remove(&bucket);
+                }
+                Some(Dependents::Many(list)) => {
+                    list.retain(|e| !Arc::ptr_eq(e, entry));
+                    if list.is_empty() {
+                        self.buckets.remove(&bucket);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Removes and returns the entries that depend on `id` (exactly that id).
+    fn take(&mut self, id: Dependency<'_>) -> Vec<Arc<CachedDecision>> {
+        let bucket = self.bucket_of(id);
+        let all = match self.buckets.remove(&bucket) {
+            None => return Vec::new(),
+            Some(Dependents::One(entry)) => vec![entry],
+            Some(Dependents::Many(list)) => list,
+        };
+        let (matching, others): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .partition(|entry| entry.dependencies().contains(&Some(id)));
+        for other in others {
+            // A hash collision: the other ids' entries stay indexed.
+            for other_id in other.dependencies().into_iter().flatten() {
+                if self.bucket_of(other_id) == bucket {
+                    self.register_in(bucket, &other);
+                    break;
+                }
+            }
+        }
+        matching
+    }
+
+    fn register_in(&mut self, bucket: u64, entry: &Arc<CachedDecision>) {
+        match self.buckets.remove(&bucket) {
+            None => {
+                self.buckets
+                    .insert(bucket, Dependents::One(Arc::clone(entry)));
+            }
+            Some(Dependents::One(other)) => {
+                self.buckets
+                    .insert(bucket, Dependents::Many(vec![other, Arc::clone(entry)]));
+            }
+            Some(Dependents::Many(mut list)) => {
+                list.push(Arc::clone(entry));
+                self.buckets.insert(bucket, Dependents::Many(list));
+            }
+        }
     }
 }
 
@@ -158,7 +257,8 @@ impl Expiry<TokenKey, Arc<CachedDecision>> for DeadlineExpiry {
     }
 }
 
-type Index = HashMap<IndexKey, Vec<Arc<CachedDecision>>>;
+/// Recent invalidations, by (is a session id, the id): when, and what changed.
+type Tombstones = HashMap<(bool, Box<str>), (Instant, ChangeKind)>;
 
 /// Shared, cheap-to-clone handle on the cache.
 #[derive(Clone)]
@@ -168,8 +268,8 @@ pub struct DecisionCache {
 
 struct Inner {
     entries: Option<Cache<TokenKey, Arc<CachedDecision>>>,
-    index: Arc<Mutex<Index>>,
-    tombstones: Mutex<HashMap<IndexKey, (Instant, ChangeKind)>>,
+    index: Arc<Mutex<DependencyIndex>>,
+    tombstones: Mutex<Tombstones>,
     trust_epoch: AtomicU64,
     digest_key: [u8; 32],
     ttl: Duration,
@@ -180,7 +280,7 @@ impl DecisionCache {
     /// A cache of at most `max_entries` decisions, none trusted longer than `ttl`.
     /// A `ttl` of zero disables caching: every lookup computes.
     pub fn new(ttl: Duration, max_entries: u64, metrics: Arc<Metrics>) -> Self {
-        let index: Arc<Mutex<Index>> = Arc::default();
+        let index = Arc::new(Mutex::new(DependencyIndex::new()));
         let listener_index = Arc::clone(&index);
         let entries = (!ttl.is_zero()).then(|| {
             Cache::builder()
@@ -188,7 +288,9 @@ impl DecisionCache {
                 .expire_after(DeadlineExpiry)
                 .eviction_listener(move |_key, value: Arc<CachedDecision>, cause| {
                     metrics.cache_eviction(cause_label(cause));
-                    unregister(&listener_index, &value);
+                    if let Ok(mut index) = listener_index.lock() {
+                        index.unregister(&value);
+                    }
                 })
                 .build()
         });
@@ -296,22 +398,19 @@ impl DecisionCache {
     /// arrived since `started` (the moment before the store was read).
     fn admit(&self, entry: CachedDecision, started: Instant) -> Arc<CachedDecision> {
         let entry = Arc::new(entry);
-        let ids = entry.index_keys();
+        let ids = entry.dependencies();
         // Nothing to index when nothing is cached (the eviction listener would never clean it).
         if self.inner.entries.is_none() || ids.iter().all(Option::is_none) {
             return entry;
         }
         if let Ok(mut index) = self.inner.index.lock() {
-            for id in ids.iter().flatten() {
-                index
-                    .entry(id.clone())
-                    .or_default()
-                    .push(Arc::clone(&entry));
-            }
+            index.register(&entry);
         }
-        if let Ok(tombstones) = self.inner.tombstones.lock() {
+        if let Ok(tombstones) = self.inner.tombstones.lock()
+            && !tombstones.is_empty()
+        {
             for id in ids.iter().flatten() {
-                if let Some((at, kind)) = tombstones.get(id)
+                if let Some((at, kind)) = tombstones.get(&id.owned())
                     && (*kind != ChangeKind::Updated || *at >= started)
                 {
                     entry.mark(*kind);
@@ -325,14 +424,14 @@ impl DecisionCache {
     /// sees it at once) and dropped from the cache.
     pub async fn apply(&self, change: &Invalidation) {
         let (id, kind) = match change {
-            Invalidation::SessionDeleted(sid) => (IndexKey::session(sid), ChangeKind::Ended),
-            Invalidation::SessionUpdated(sid) => (IndexKey::session(sid), ChangeKind::Updated),
-            Invalidation::TokenRevoked(jti) => (IndexKey::token(jti), ChangeKind::Revoked),
+            Invalidation::SessionDeleted(sid) => (Dependency::Session(sid), ChangeKind::Ended),
+            Invalidation::SessionUpdated(sid) => (Dependency::Session(sid), ChangeKind::Updated),
+            Invalidation::TokenRevoked(jti) => (Dependency::Token(jti), ChangeKind::Revoked),
         };
         let now = Instant::now();
         if let Ok(mut tombstones) = self.inner.tombstones.lock() {
             tombstones.retain(|_, (at, _)| now.duration_since(*at) < TOMBSTONE_LIFETIME);
-            let slot = tombstones.entry(id.clone()).or_insert((now, kind));
+            let slot = tombstones.entry(id.owned()).or_insert((now, kind));
             // Keep the strongest change; an update after a delete does not revive a session.
             if kind != ChangeKind::Updated || slot.1 == ChangeKind::Updated {
                 *slot = (now, kind);
@@ -343,7 +442,7 @@ impl DecisionCache {
             .index
             .lock()
             .ok()
-            .and_then(|mut index| index.remove(&id))
+            .map(|mut index| index.take(id))
             .unwrap_or_default();
         for entry in &affected {
             entry.mark(kind);
@@ -365,23 +464,6 @@ impl DecisionCache {
     pub async fn run_pending_tasks(&self) {
         if let Some(entries) = &self.inner.entries {
             entries.run_pending_tasks().await;
-        }
-    }
-}
-
-fn unregister(index: &Mutex<Index>, entry: &Arc<CachedDecision>) {
-    let ids = entry.index_keys();
-    if ids.iter().all(Option::is_none) {
-        return;
-    }
-    if let Ok(mut index) = index.lock() {
-        for id in ids.iter().flatten() {
-            if let Some(list) = index.get_mut(id) {
-                list.retain(|e| !Arc::ptr_eq(e, entry));
-                if list.is_empty() {
-                    index.remove(id);
-                }
-            }
         }
     }
 }

@@ -80,8 +80,8 @@ impl Default for Rejections {
 pub fn forward_auth_grant(grant: &Grant) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::new()));
     let headers = response.headers_mut();
-    headers.insert(X_AUTH_SUBJECT, grant.subject_header.clone());
-    if let Some(sid) = &grant.session_id_header {
+    headers.insert(X_AUTH_SUBJECT, grant.claims.subject.clone());
+    if let Some(sid) = &grant.claims.session_id {
         headers.insert(X_AUTH_SESSION_ID, sid.clone());
     }
     headers.insert(X_AUTH_CLAIMS, grant.claims.payload.clone());

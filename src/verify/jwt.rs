@@ -32,8 +32,10 @@ pub struct JoseHeader {
 /// sidecar needs of them, and the payload itself once, as it came.
 #[derive(Debug, Clone)]
 pub struct VerifiedClaims {
-    pub sub: Box<str>,
-    pub sid: Option<Box<str>>,
+    /// `sub`, kept as the `X-Auth-Subject` header value it becomes.
+    pub subject: HeaderValue,
+    /// `sid`, kept as the `X-Auth-Session-Id` header value it becomes.
+    pub session_id: Option<HeaderValue>,
     pub jti: Option<Box<str>>,
     pub exp: u64,
     /// The payload segment as it came: base64url, no padding, of the payload JSON. It is the
@@ -42,6 +44,24 @@ pub struct VerifiedClaims {
 }
 
 impl VerifiedClaims {
+    /// The `sub` claim.
+    pub fn sub(&self) -> &str {
+        std::str::from_utf8(self.subject.as_bytes()).unwrap_or_default()
+    }
+
+    /// The `sid` claim, for session-bound tokens.
+    pub fn sid(&self) -> Option<&str> {
+        self.session_id
+            .as_ref()
+            .map(|sid| std::str::from_utf8(sid.as_bytes()).unwrap_or_default())
+    }
+
+    /// Binds the token to a session (per-session keys: the `kid`), when it names none itself.
+    pub fn set_sid(&mut self, sid: &str) -> Result<(), Reason> {
+        self.session_id = Some(HeaderValue::from_str(sid).map_err(|_| Reason::Malformed)?);
+        Ok(())
+    }
+
     /// The payload as JSON (for introspection; the hot path never parses it).
     pub fn payload_json(&self) -> Value {
         URL_SAFE_NO_PAD
@@ -204,7 +224,9 @@ fn claims_from(
     payload_segment: &str,
 ) -> Result<VerifiedClaims, Reason> {
     let sub = match claims.get("sub") {
-        Some(Value::String(sub)) if header_safe(sub) => sub.as_str().into(),
+        Some(Value::String(sub)) if header_safe(sub) => {
+            HeaderValue::from_str(sub).map_err(|_| Reason::Malformed)?
+        }
         Some(Value::String(_)) => return Err(Reason::Malformed),
         _ => return Err(Reason::MissingClaim),
     };
@@ -212,10 +234,14 @@ fn claims_from(
         .get("exp")
         .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)))
         .ok_or(Reason::MissingClaim)?;
+    let session_id = match optional_id(&claims, "sid")? {
+        Some(sid) => Some(HeaderValue::from_str(&sid).map_err(|_| Reason::Malformed)?),
+        None => None,
+    };
     Ok(VerifiedClaims {
-        sid: optional_id(&claims, "sid")?,
+        subject: sub,
+        session_id,
         jti: optional_id(&claims, "jti")?,
-        sub,
         exp,
         payload: HeaderValue::from_str(payload_segment).map_err(|_| Reason::Malformed)?,
     })

@@ -35,11 +35,8 @@ pub enum Decision {
 /// the forward-auth response sends them (rendered when the decision was made). What
 /// introspection needs beyond that is decoded from these on demand.
 pub struct Grant {
+    /// `sub`, `sid` (as their header values), `jti`, `exp` and the payload segment.
     pub claims: VerifiedClaims,
-    /// `X-Auth-Subject`.
-    pub subject_header: HeaderValue,
-    /// `X-Auth-Session-Id`, for session-bound tokens.
-    pub session_id_header: Option<HeaderValue>,
     /// `X-Auth-Session`: base64url of the session data JSON, for session-bound tokens.
     pub session_header: Option<HeaderValue>,
 }
@@ -47,7 +44,7 @@ pub struct Grant {
 impl Grant {
     /// Session id, for session-bound tokens.
     pub fn sid(&self) -> Option<&str> {
-        self.claims.sid.as_deref()
+        self.claims.sid()
     }
 
     /// Token id, when the token has one.
@@ -167,10 +164,14 @@ impl Verifier {
                 Ok(claims) => claims,
                 Err(reason) => return Ok(self.deny(reason, key, epoch)),
             };
-            match claims.sid.as_deref() {
+            match claims.sid() {
                 Some(sid) if sid != kid => return Ok(self.deny(Reason::Malformed, key, epoch)),
                 Some(_) => {}
-                None => claims.sid = Some(kid.into()),
+                None => {
+                    if let Err(reason) = claims.set_sid(kid) {
+                        return Ok(self.deny(reason, key, epoch));
+                    }
+                }
             }
             if claims.jti.as_deref() != jti.as_deref() {
                 return Ok(self.deny(Reason::Malformed, key, epoch));
@@ -208,11 +209,11 @@ impl Verifier {
     }
 
     async fn lookup_for(&self, claims: &VerifiedClaims) -> Result<Lookup, StoreError> {
-        if claims.sid.is_none() && claims.jti.is_none() {
+        if claims.sid().is_none() && claims.jti.is_none() {
             return Ok(Lookup::default());
         }
         let query = LookupQuery {
-            sid: claims.sid.as_deref(),
+            sid: claims.sid(),
             jti: claims.jti.as_deref(),
         };
         self.store.lookup(query).await
@@ -228,9 +229,9 @@ impl Verifier {
         if lookup.revoked {
             return self.deny(Reason::Revoked, key, epoch);
         }
-        let session = match &claims.sid {
+        let session = match claims.sid() {
             Some(_) => match lookup.session {
-                Some(session) if *session.sub == *claims.sub => Some(session),
+                Some(session) if session.sub == claims.sub() => Some(session),
                 _ => return self.deny(Reason::SessionInactive, key, epoch),
             },
             None => None,
@@ -269,11 +270,6 @@ fn grant(claims: VerifiedClaims, session: Option<&Session>) -> Option<Grant> {
         None => None,
     };
     Some(Grant {
-        subject_header: HeaderValue::from_str(&claims.sub).ok()?,
-        session_id_header: match &claims.sid {
-            Some(sid) => Some(HeaderValue::from_str(sid).ok()?),
-            None => None,
-        },
         session_header,
         claims,
     })
@@ -283,7 +279,7 @@ fn grant(claims: VerifiedClaims, session: Option<&Session>) -> Option<Grant> {
 pub fn introspection(grant: &Grant) -> Value {
     let mut body = serde_json::json!({
         "active": true,
-        "sub": &*grant.claims.sub,
+        "sub": grant.claims.sub(),
         "exp": grant.claims.exp,
         "claims": grant.claims.payload_json(),
     });
