@@ -120,3 +120,54 @@ async fn stateless_tokens_without_jti_never_touch_redis() {
     let stats = cluster.commandstats();
     assert_eq!(stats.get("exists").copied().unwrap_or(0), 1, "{stats:?}");
 }
+
+/// `calls` of one command on one node.
+fn calls_on(cluster: &RedisCluster, port: u16, command: &str) -> u64 {
+    let info = cluster.redis_cli(port, &["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.trim().strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_from_replicas_sends_session_reads_to_replicas() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix("replicas");
+    let writer = TestSidecar::start_on_cluster(cluster, &prefix, &[]).await;
+    let reader = TestSidecar::start_on_cluster(
+        cluster,
+        &prefix,
+        &["--redis-read-from-replicas", "--cache-ttl", "0"],
+    )
+    .await;
+    let mut tokens = Vec::new();
+    for i in 0..12 {
+        tokens.push(writer.create_session(&format!("r{i}"), json!({})).await.1);
+    }
+    cluster.wait_for_replication(std::time::Duration::from_secs(10));
+    cluster.reset_commandstats();
+    for token in &tokens {
+        assert_eq!(reader.verify(token).await.status(), 200);
+    }
+    let nodes = cluster.nodes();
+    let on_replicas: u64 = nodes
+        .iter()
+        .filter(|n| !n.is_master)
+        .map(|n| calls_on(cluster, n.port, "hmget"))
+        .sum();
+    let on_masters: u64 = nodes
+        .iter()
+        .filter(|n| n.is_master)
+        .map(|n| calls_on(cluster, n.port, "hmget"))
+        .sum();
+    assert_eq!(
+        on_replicas,
+        tokens.len() as u64,
+        "every lookup went to a replica"
+    );
+    assert_eq!(on_masters, 0);
+}

@@ -322,3 +322,84 @@ async fn a_slot_migrating_under_load_fails_no_verification() {
     let exists = cluster.redis_cli(to, &["EXISTS", &key]);
     assert_eq!(exists.trim(), "1", "the session moved with its slot");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acl_credentials_are_used_for_commands_and_the_subscription() {
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix("acl");
+    // ACL users are per node: create the user on every node.
+    let password = format!("pw-{prefix}");
+    let user = format!("u-{prefix}");
+    for port in cluster.live_ports() {
+        cluster.redis_cli(
+            port,
+            &[
+                "ACL",
+                "SETUSER",
+                &user,
+                "on",
+                &format!(">{password}"),
+                "~*",
+                "&*",
+                "+@all",
+            ],
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("redis-password");
+    std::fs::write(&password_file, format!("{password}\n")).unwrap();
+    let password_arg = password_file.display().to_string();
+    let a = TestSidecar::start_on_cluster(
+        cluster,
+        &prefix,
+        &[
+            "--redis-username",
+            &user,
+            "--redis-password-file",
+            &password_arg,
+        ],
+    )
+    .await;
+    a.wait_for_subscription(true, Duration::from_secs(10)).await;
+    let (sid, token) = a.create_session("acl-user", json!({})).await;
+    assert_eq!(a.verify(&token).await.status(), 200);
+    // The commands really ran as that user.
+    let clients: String = cluster
+        .live_ports()
+        .iter()
+        .map(|port| cluster.redis_cli(*port, &["CLIENT", "LIST"]))
+        .collect();
+    assert!(
+        clients.contains(&format!("user={user}")),
+        "connections authenticate as {user}"
+    );
+    assert_eq!(a.delete_session(&sid).await, 204);
+
+    // A wrong password: the sidecar refuses to start.
+    std::fs::write(&password_file, "wrong").unwrap();
+    let flags = redis_flags(cluster, &prefix);
+    let mut argv: Vec<&str> = vec!["session-sidecar", "serve", "--jwt-secret-file"];
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let secret_arg = secret.display().to_string();
+    argv.push(&secret_arg);
+    argv.extend(flags.iter().map(String::as_str));
+    argv.extend([
+        "--redis-username",
+        &user,
+        "--redis-password-file",
+        &password_arg,
+    ]);
+    argv.extend(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"]);
+    argv.extend(["--redis-connect-timeout-ms", "200"]);
+    use clap::Parser;
+    let cli = session_sidecar::config::Cli::try_parse_from(&argv).unwrap();
+    let session_sidecar::config::Command::Serve(args) = cli.command else {
+        panic!("serve")
+    };
+    let config = session_sidecar::config::Config::from_args(&args, None).unwrap();
+    let started = std::time::Instant::now();
+    let result = session_sidecar::Sidecar::bind(config).await;
+    assert!(result.is_err(), "a wrong password is refused at start-up");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
