@@ -70,6 +70,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SIDECAR_REDIS_PASSWORD_FILE")]
     pub redis_password_file: Option<PathBuf>,
 
+    /// PEM file of the CA certificates that sign the nodes' TLS certificates (`rediss://`);
+    /// without it, the system's root certificates are trusted.
+    #[arg(long, env = "SIDECAR_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
     /// Route session reads to replicas.
     #[arg(long, env = "SIDECAR_REDIS_READ_FROM_REPLICAS")]
     pub redis_read_from_replicas: bool,
@@ -248,6 +253,8 @@ pub enum StoreConfig {
 pub struct RedisConfig {
     pub nodes: Vec<String>,
     pub key_prefix: String,
+    /// PEM roots for `rediss://` (None: the system's roots).
+    pub ca_pem: Option<Vec<u8>>,
     pub username: Option<String>,
     pub password: Option<String>,
     pub read_from_replicas: bool,
@@ -385,6 +392,49 @@ impl Config {
                     "must be printable ASCII without spaces or braces",
                 ));
             }
+            let tls = args
+                .redis_nodes
+                .iter()
+                .filter(|n| n.starts_with("rediss://"))
+                .count();
+            if tls != 0 && tls != args.redis_nodes.len() {
+                problems.push(ConfigError::new(
+                    "--redis-nodes",
+                    "mixes redis:// and rediss:// nodes: a cluster is either TLS or not",
+                ));
+            }
+            let ca_pem = match &args.redis_ca_file {
+                Some(path) if tls == 0 => {
+                    problems.push(ConfigError::new(
+                        "--redis-ca-file",
+                        format!(
+                            "{} is given but no --redis-nodes URL is rediss://",
+                            path.display()
+                        ),
+                    ));
+                    None
+                }
+                Some(path) => match std::fs::read(path) {
+                    Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => {
+                        Some(pem)
+                    }
+                    Ok(_) => {
+                        problems.push(ConfigError::new(
+                            "--redis-ca-file",
+                            format!("{} holds no PEM certificate", path.display()),
+                        ));
+                        None
+                    }
+                    Err(e) => {
+                        problems.push(ConfigError::new(
+                            "--redis-ca-file",
+                            format!("cannot read {}: {e}", path.display()),
+                        ));
+                        None
+                    }
+                },
+                None => None,
+            };
             let password = args
                 .redis_password_file
                 .as_ref()
@@ -402,6 +452,7 @@ impl Config {
             StoreConfig::Redis(RedisConfig {
                 nodes: args.redis_nodes.clone(),
                 key_prefix: args.redis_key_prefix.clone(),
+                ca_pem,
                 username: args.redis_username.clone(),
                 password,
                 read_from_replicas: args.redis_read_from_replicas,

@@ -99,7 +99,17 @@ async fn subscribe(
     info: &redis::ConnectionInfo,
     source: &SubscriptionSource,
 ) -> Result<redis::aio::PubSub, String> {
-    let client = redis::Client::open(info.clone()).map_err(|e| e.to_string())?;
+    let client = match &source.ca_pem {
+        Some(ca) => redis::Client::build_with_tls(
+            info.clone(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.clone()),
+            },
+        ),
+        None => redis::Client::open(info.clone()),
+    }
+    .map_err(|e| e.to_string())?;
     let connect = async {
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(&source.channel).await?;

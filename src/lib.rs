@@ -94,6 +94,8 @@ pub struct Sidecar {
 impl Sidecar {
     /// Connects the store, binds every listener and starts the background tasks.
     pub async fn bind(config: Config) -> Result<Sidecar, RunError> {
+        // Process-wide and idempotent: the provider rustls uses for `rediss://` handshakes.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let metrics = Arc::new(Metrics::new());
         let cache = DecisionCache::new(
             config.cache_ttl,

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::io::tcp::TcpSettings;
-use redis::{ConnectionInfo, IntoConnectionInfo, RedisError, Script};
+use redis::{ConnectionInfo, IntoConnectionInfo, RedisError, Script, TlsCertificates};
 use serde_json::Value;
 
 use super::{
@@ -128,6 +128,8 @@ impl Keys {
 pub struct SubscriptionSource {
     /// Every seed node, with credentials and TLS as configured.
     pub nodes: Vec<ConnectionInfo>,
+    /// PEM roots for TLS nodes (None: the system's roots).
+    pub ca_pem: Option<Vec<u8>>,
     pub channel: String,
     pub connect_timeout: Duration,
 }
@@ -170,6 +172,12 @@ impl RedisStore {
         if let Some(password) = &config.password {
             builder = builder.password(password);
         }
+        if let Some(ca) = &config.ca_pem {
+            builder = builder.certs(TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.clone()),
+            });
+        }
         if config.read_from_replicas {
             builder =
                 builder.read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy);
@@ -199,6 +207,7 @@ impl RedisStore {
         };
         let subscription = SubscriptionSource {
             nodes,
+            ca_pem: config.ca_pem.clone(),
             channel: keys.channel(),
             connect_timeout: config.connect_timeout,
         };
