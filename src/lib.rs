@@ -15,6 +15,8 @@
 //! - [`error`]: typed errors and their one mapping to reasons and statuses.
 
 #![forbid(unsafe_code)]
+// No panics on a request path: unwrap() is banned in the library (tests may use it).
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod cache;
 pub mod config;

@@ -2,6 +2,7 @@
 //! `token`. Everything testable lives in the library.
 
 #![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used)]
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -344,6 +344,11 @@ mounted read-only in the sidecar container alone. Renders nothing when there is 
 {{- end }}
 {{- end }}
 
+{{/* "true" when a value is neither null nor "" (0 is a value). */}}
+{{- define "session-sidecar.isSet" -}}
+{{- if not (or (kindIs "invalid" .) (eq (toString .) "")) }}true{{ end }}
+{{- end }}
+
 {{/*
 Memory, in bytes, of a Kubernetes quantity written with a binary or decimal suffix (Ki, Mi, Gi,
 Ti, k, M, G, T) or none; "" for any other spelling (then no check is made).
@@ -366,15 +371,9 @@ parent chart that depends on it.
 */}}
 {{- define "session-sidecar.validateValues" -}}
 {{- $messages := list -}}
-{{- $messages = append $messages (include "session-sidecar.validateValues.keys" .) -}}
-{{- $messages = append $messages (include "session-sidecar.validateValues.exposed" .) -}}
-{{- $messages = append $messages (include "session-sidecar.validateValues.metrics" .) -}}
-{{- $messages = append $messages (include "session-sidecar.validateValues.ports" .) -}}
-{{- $messages = append $messages (include "session-sidecar.validateValues.memory" .) -}}
-{{- $messages = append $messages (include "session-sidecar.validateValues.native" .) -}}
-{{- $messages = append $messages (include "session-sidecar.validateValues.shutdown" .) -}}
-{{- $messages = append $messages (include "session-sidecar.validateValues.pdb" .) -}}
-{{- $messages = append $messages (include "session-sidecar.validateValues.serviceMonitor" .) -}}
+{{- range $check := list "keys" "exposed" "metrics" "ports" "memory" "native" "shutdown" "pdb" "serviceMonitor" -}}
+{{- $messages = append $messages (include (printf "session-sidecar.validateValues.%s" $check) $ | trim) -}}
+{{- end -}}
 {{- $messages = without $messages "" -}}
 {{- $message := join "\n" $messages -}}
 {{- if $message -}}
@@ -467,7 +466,7 @@ session-sidecar: terminationGracePeriodSeconds
 {{/* A PodDisruptionBudget takes exactly one of minAvailable and maxUnavailable. */}}
 {{- define "session-sidecar.validateValues.pdb" -}}
 {{- with .Values.podDisruptionBudget -}}
-{{- if and .enabled (eq (kindIs "invalid" .minAvailable) (kindIs "invalid" .maxUnavailable)) -}}
+{{- if and .enabled (eq (include "session-sidecar.isSet" .minAvailable) (include "session-sidecar.isSet" .maxUnavailable)) -}}
 session-sidecar: podDisruptionBudget
     Set exactly one of podDisruptionBudget.minAvailable and podDisruptionBudget.maxUnavailable.
 {{- end -}}
