@@ -162,6 +162,10 @@ secrets are files in one read-only projected volume (session-sidecar.volumes), n
     - name: SIDECAR_REDIS_PASSWORD_FILE
       value: {{ printf "%s/redis/password" $dir | quote }}
     {{- end }}
+    {{- if .Values.redis.tls.caSecret }}
+    - name: SIDECAR_REDIS_CA_FILE
+      value: {{ printf "%s/redis/ca.crt" $dir | quote }}
+    {{- end }}
     {{- if .Values.redis.readFromReplicas }}
     - name: SIDECAR_REDIS_READ_FROM_REPLICAS
       value: "true"
@@ -294,7 +298,7 @@ secrets are files in one read-only projected volume (session-sidecar.volumes), n
 
 {{/* "true" when the sidecar mounts at least one secret. */}}
 {{- define "session-sidecar.hasSecrets" -}}
-{{- if or (include "session-sidecar.jwtSecretName" .) .Values.jwt.publicKeys .Values.redis.existingSecret .Values.adminToken.existingSecret }}true{{ end }}
+{{- if or (include "session-sidecar.jwtSecretName" .) .Values.jwt.publicKeys .Values.redis.existingSecret .Values.redis.tls.caSecret .Values.adminToken.existingSecret }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -303,6 +307,7 @@ read-only volume gathers every secret file the sidecar reads:
   jwt/secret          the HMAC secret            (jwt.existingSecret or the generated Secret)
   jwt/public-<i>.pem  the i-th public key        (jwt.publicKeys[i])
   redis/password      the Redis ACL password     (redis.existingSecret)
+  redis/ca.crt        the Redis TLS CA bundle    (redis.tls.caSecret)
   admin/token         the admin credential       (adminToken.existingSecret)
 Mode 0444: the sidecar runs under its own uid, whatever fsGroup the pod has; the volume is
 mounted read-only in the sidecar container alone. Renders nothing when there is no secret.
@@ -333,6 +338,13 @@ mounted read-only in the sidecar container alone. Renders nothing when there is 
           items:
             - key: {{ .Values.redis.passwordKey }}
               path: redis/password
+      {{- end }}
+      {{- if .Values.redis.tls.caSecret }}
+      - secret:
+          name: {{ .Values.redis.tls.caSecret }}
+          items:
+            - key: {{ .Values.redis.tls.caKey }}
+              path: redis/ca.crt
       {{- end }}
       {{- if .Values.adminToken.existingSecret }}
       - secret:
@@ -371,7 +383,7 @@ parent chart that depends on it.
 */}}
 {{- define "session-sidecar.validateValues" -}}
 {{- $messages := list -}}
-{{- range $check := list "keys" "exposed" "metrics" "ports" "memory" "native" "shutdown" "pdb" "serviceMonitor" -}}
+{{- range $check := list "keys" "redis" "exposed" "metrics" "ports" "memory" "native" "shutdown" "pdb" "serviceMonitor" -}}
 {{- $messages = append $messages (include (printf "session-sidecar.validateValues.%s" $check) $ | trim) -}}
 {{- end -}}
 {{- $messages = without $messages "" -}}
@@ -387,6 +399,20 @@ parent chart that depends on it.
 session-sidecar: jwt
     No key to verify tokens with: set jwt.existingSecret (an HMAC secret), jwt.publicKeys
     (PEM public keys), or jwt.generateSecret=true (a random secret, for trying the chart).
+{{- end -}}
+{{- end -}}
+
+{{/* The sidecar takes all seeds over TLS or none, and a CA only for TLS. */}}
+{{- define "session-sidecar.validateValues.redis" -}}
+{{- $tls := 0 -}}
+{{- range .Values.redis.nodes }}{{ if hasPrefix "rediss://" . }}{{ $tls = add1 $tls }}{{ end }}{{ end -}}
+{{- if and (gt $tls 0) (lt $tls (len .Values.redis.nodes)) -}}
+session-sidecar: redis.nodes
+    redis.nodes mixes redis:// and rediss:// seeds: make them all rediss:// (TLS) or all redis://.
+{{- end -}}
+{{- if and .Values.redis.tls.caSecret (eq $tls 0) }}
+session-sidecar: redis.tls.caSecret
+    redis.tls.caSecret is set but no redis.nodes is rediss://: the CA would be unused.
 {{- end -}}
 {{- end -}}
 
