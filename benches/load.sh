@@ -40,7 +40,7 @@ sidecar="$(run $connections -s "$work/auth.lua" http://127.0.0.1:18080/verify | 
 grep -E "Non-2xx" "$work/sidecar.txt" && { echo "sidecar answered non-2xx"; exit 1; }
 half="$(awk -v s="$sidecar" 'BEGIN { printf "%d", s / 2 }')"
 echo "== session-sidecar /verify paced at half the peak: $half req/s"
-./target/release/examples/paced_load 127.0.0.1:18080 /verify "$half" "$duration" 16 "$token" | tee "$work/half.txt"
+./target/release/examples/paced_load 127.0.0.1:18080 /verify "$half" "$duration" 4 "$token" | tee "$work/half.txt"
 
 printf '\nbare hyper:      %s req/s\n' "$bare"
 printf 'sidecar (hits):  %s req/s\n' "$sidecar"

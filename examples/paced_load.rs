@@ -6,14 +6,11 @@
 //!
 //! Usage: paced_load ADDR PATH RATE SECONDS CONNECTIONS [BEARER_TOKEN]
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 6 {
         eprintln!("usage: paced_load ADDR PATH RATE SECONDS CONNECTIONS [BEARER_TOKEN]");
@@ -32,53 +29,59 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let interval = Duration::from_secs_f64(connections as f64 / rate);
     let per_connection = (seconds * rate / connections as f64) as usize;
     let start = Instant::now() + Duration::from_millis(100);
-    let mut tasks = Vec::new();
-    for c in 0..connections {
-        let request = request.clone();
-        // Spread the connections' schedules over one interval.
-        let offset = interval.mul_f64(c as f64 / connections as f64);
-        tasks.push(tokio::spawn(async move {
-            let mut stream = TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            let mut latencies = Vec::with_capacity(per_connection);
-            let mut buffer = vec![0u8; 16 * 1024];
-            let mut errors = 0usize;
-            for i in 0..per_connection {
-                let due = start + offset + interval.mul_f64(i as f64);
-                tokio::time::sleep_until(due.into()).await;
-                stream.write_all(&request).await?;
-                // Read one response head (the bodies are empty or tiny and announced).
-                let mut read = 0;
-                loop {
-                    let n = stream.read(&mut buffer[read..]).await?;
-                    if n == 0 {
-                        return Err(std::io::Error::other("connection closed"));
+    // One thread per connection, with blocking sockets: std::thread::sleep wakes within tens of
+    // microseconds, where an async runtime's timer rounds up to the next millisecond.
+    let threads: Vec<_> = (0..connections)
+        .map(|c| {
+            let request = request.clone();
+            let offset = interval.mul_f64(c as f64 / connections as f64);
+            std::thread::spawn(move || -> std::io::Result<(Vec<Duration>, usize)> {
+                let mut stream = TcpStream::connect(addr)?;
+                stream.set_nodelay(true)?;
+                let mut latencies = Vec::with_capacity(per_connection);
+                let mut buffer = vec![0u8; 16 * 1024];
+                let mut errors = 0usize;
+                for i in 0..per_connection {
+                    let due = start + offset + interval.mul_f64(i as f64);
+                    let now = Instant::now();
+                    if due > now {
+                        std::thread::sleep(due - now);
                     }
-                    read += n;
-                    if let Some(end) = find(&buffer[..read], b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
-                        let length: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse().ok())
-                            .unwrap_or(0);
-                        if read >= end + 4 + length {
-                            if !head.starts_with("http/1.1 200") {
-                                errors += 1;
+                    stream.write_all(&request)?;
+                    let mut read = 0;
+                    loop {
+                        let n = stream.read(&mut buffer[read..])?;
+                        if n == 0 {
+                            return Err(std::io::Error::other("connection closed"));
+                        }
+                        read += n;
+                        if let Some(end) = find(&buffer[..read], b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+                            let length: usize = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse().ok())
+                                .unwrap_or(0);
+                            if read >= end + 4 + length {
+                                if !head.starts_with("http/1.1 200") {
+                                    errors += 1;
+                                }
+                                break;
                             }
-                            break;
                         }
                     }
+                    latencies.push(due.elapsed());
                 }
-                latencies.push(due.elapsed());
-            }
-            Ok::<_, std::io::Error>((latencies, errors))
-        }));
-    }
+                Ok((latencies, errors))
+            })
+        })
+        .collect();
     let mut all = Vec::new();
     let mut errors = 0;
-    for task in tasks {
-        let (latencies, errs) = task.await??;
+    for thread in threads {
+        let (latencies, errs) = thread
+            .join()
+            .map_err(|_| std::io::Error::other("a load thread panicked"))??;
         all.extend(latencies);
         errors += errs;
     }

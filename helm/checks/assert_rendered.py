@@ -8,6 +8,10 @@ together and say what the sidecar needs:
       PROFILE is default, full or embed (which values file produced RENDERED.yaml).
   python3 assert_rendered.py schema-sync values.yaml values.schema.json
       every key of values.yaml is declared in the schema, and the schema declares nothing else.
+  python3 assert_rendered.py values-refs CHART_DIR
+      every `.Values.a.b` that a template (NOTES.txt and _helpers.tpl included) names exists in
+      values.yaml: Helm renders a misspelt path as an empty string, and neither `helm lint
+      --strict` nor `helm template` says so.
 
 Prints one line per failed assertion and a count; exits 1 when any failed.
 """
@@ -286,11 +290,45 @@ def schema_sync(values_path, schema_path):
     check(schema.get("$schema", "").startswith("http://json-schema.org/draft-07/"), "the schema is not draft-07")
 
 
+def values_refs(chart):
+    import glob
+    import json
+    import os
+
+    with open(os.path.join(chart, "values.yaml"), encoding="utf-8") as f:
+        values = yaml.safe_load(f)
+    with open(os.path.join(chart, "values.schema.json"), encoding="utf-8") as f:
+        schema = json.load(f)
+    files = sorted(glob.glob(os.path.join(chart, "templates", "**", "*"), recursive=True))
+    seen = 0
+    for path in (p for p in files if os.path.isfile(p)):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        for m in re.finditer(r"(?<![\w$])\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)", text):
+            seen += 1
+            node, sch, walked = values, schema, []
+            for part in m.group(1).split(".")[1:]:
+                walked.append(part)
+                if isinstance(node, dict) and part in node:
+                    node = node[part]
+                    sch = (sch or {}).get("properties", {}).get(part, {})
+                    continue
+                # A key that values.yaml does not have: fine only inside a map the schema leaves open.
+                open_map = isinstance(node, dict) and (sch or {}).get("additionalProperties") is not False
+                check(open_map, f'{os.path.relpath(path, chart)}: .Values.{".".join(walked)} is not in values.yaml')
+                break
+            else:
+                check(True, "")
+    check(seen > 0, f"{chart}: no .Values reference found in its templates")
+
+
 def main(argv):
     if len(argv) == 5 and argv[1] == "manifests":
         manifests(argv[2], argv[3], argv[4])
     elif len(argv) == 4 and argv[1] == "schema-sync":
         schema_sync(argv[2], argv[3])
+    elif len(argv) == 3 and argv[1] == "values-refs":
+        values_refs(argv[2])
     else:
         print(__doc__, file=sys.stderr)
         return 2

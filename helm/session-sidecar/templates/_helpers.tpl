@@ -40,7 +40,7 @@ to that (by the DNS naming spec).
 {{- define "session-sidecar.labels" -}}
 helm.sh/chart: {{ include "session-sidecar.chart" . }}
 {{ include "session-sidecar.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | quote }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | toString | trunc 63 | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- with .Values.commonLabels }}
 {{ toYaml . }}
@@ -428,7 +428,7 @@ session-sidecar: sidecar.listen
 {{/* The kubelet probes and Prometheus reach the admin port from outside the pod. */}}
 {{- define "session-sidecar.validateValues.metrics" -}}
 {{- $probes := or .Values.sidecar.livenessProbe.enabled .Values.sidecar.readinessProbe.enabled .Values.sidecar.startupProbe.enabled -}}
-{{- if and $probes (or (hasPrefix "127." .Values.sidecar.metricsBindAddress) (eq .Values.sidecar.metricsBindAddress "::1")) -}}
+{{- if and $probes (or (hasPrefix "127." .Values.sidecar.metricsBindAddress) (eq .Values.sidecar.metricsBindAddress "[::1]")) -}}
 session-sidecar: sidecar.metricsBindAddress
     sidecar.metricsBindAddress={{ .Values.sidecar.metricsBindAddress }} is loopback, but the kubelet
     probes the admin port from outside the pod: use 0.0.0.0 (or disable every probe).
