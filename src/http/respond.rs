@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use serde_json::Value;
 
@@ -15,10 +15,11 @@ use crate::verify::Grant;
 /// The response type of every handler.
 pub type HttpResponse = Response<Full<Bytes>>;
 
-pub const X_AUTH_SUBJECT: &str = "x-auth-subject";
-pub const X_AUTH_SESSION_ID: &str = "x-auth-session-id";
-pub const X_AUTH_CLAIMS: &str = "x-auth-claims";
-pub const X_AUTH_SESSION: &str = "x-auth-session";
+// Header names built once, at compile time (a `&str` name is parsed again at every insert).
+pub const X_AUTH_SUBJECT: HeaderName = HeaderName::from_static("x-auth-subject");
+pub const X_AUTH_SESSION_ID: HeaderName = HeaderName::from_static("x-auth-session-id");
+pub const X_AUTH_CLAIMS: HeaderName = HeaderName::from_static("x-auth-claims");
+pub const X_AUTH_SESSION: HeaderName = HeaderName::from_static("x-auth-session");
 
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -80,6 +81,8 @@ impl Default for Rejections {
 pub fn forward_auth_grant(grant: &Grant) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::new()));
     let headers = response.headers_mut();
+    // One allocation for the five headers, instead of growing the map as they are added.
+    headers.reserve(5);
     headers.insert(X_AUTH_SUBJECT, grant.claims.subject.clone());
     if let Some(sid) = &grant.claims.session_id {
         headers.insert(X_AUTH_SESSION_ID, sid.clone());
