@@ -52,7 +52,9 @@ sidecar_cpu=$(( $(cpu_ticks "$sidecar_pid") - t0 ))
 grep -E "Non-2xx" "$work/sidecar.txt" && { echo "sidecar answered non-2xx"; exit 1; }
 half="$(awk -v s="$sidecar" 'BEGIN { printf "%d", s / 2 }')"
 echo "== session-sidecar /verify paced at half the peak: $half req/s"
-taskset -c 0 ./target/release/examples/paced_load 127.0.0.1:18080 /verify "$half" "$duration" 4 "$token" | tee "$work/half.txt"
+taskset -c 0 ./target/release/examples/paced_load 127.0.0.1:18080 /verify "$half" "$duration" 16 "$token" | tee "$work/half.txt"
+echo "== bare hyper paced at the same rate (what the machine and the generator add by themselves)"
+taskset -c 0 ./target/release/examples/paced_load 127.0.0.1:18090 / "$half" "$duration" 16 | tee "$work/half-bare.txt"
 
 printf '\nbare hyper:      %s req/s\n' "$bare"
 printf 'sidecar (hits):  %s req/s\n' "$sidecar"
@@ -62,6 +64,6 @@ awk -v bc="$bare_cpu" -v br="$(requests < "$work/bare.txt")" -v sc="$sidecar_cpu
     -v sr="$(requests < "$work/sidecar.txt")" -v hz="$hz" 'BEGIN {
   b = bc / hz / br * 1e6; s = sc / hz / sr * 1e6
   printf "server CPU per request: bare %.2f us, sidecar %.2f us (bare/sidecar %.2f)\n", b, s, b / s }'
-echo "at half load (target p99 < 1 ms):"
-grep latency "$work/half.txt"
+echo "at half load (target p99 < 1 ms), sidecar then bare hyper at the same rate:"
+grep latency "$work/half.txt" "$work/half-bare.txt" | sed 's|^.*/||'
 curl -s http://127.0.0.1:19090/metrics | grep -E '^session_sidecar_cache_(hits|misses)_total'
