@@ -6,18 +6,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::SECRET;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
-use session_sidecar::cache::DecisionCache;
-use session_sidecar::config::ClaimRules;
-use session_sidecar::keys::KeySet;
-use session_sidecar::metrics::Metrics;
 use session_sidecar::store::memory::MemoryStore;
 use session_sidecar::store::{NewSession, SessionStore, unix_now};
-use session_sidecar::verify::jwt::JwtVerifier;
-use session_sidecar::verify::{Decision, Verdict, Verifier};
+use session_sidecar::verify::{Decision, Verdict};
 
-const SECRET: &[u8] = b"benchmark-secret-benchmark-secret";
+mod common;
 
 fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -61,21 +57,7 @@ fn main() {
                 jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).expect("sign"),
             );
         }
-        let keys = KeySet::new(Some(SECRET.to_vec()), Vec::new(), None).expect("keys");
-        let rules = ClaimRules {
-            issuer: None,
-            audience: Vec::new(),
-            leeway: 30,
-        };
-        let metrics = Arc::new(Metrics::new());
-        let cache = DecisionCache::new(Duration::from_secs(600), n as u64 * 2, Arc::clone(&metrics));
-        let verifier = Verifier::new(
-            JwtVerifier::new(keys, &rules, 32),
-            cache.clone(),
-            store,
-            metrics,
-            false,
-        );
+        let (verifier, cache) = common::verifier(Duration::from_secs(600), n as u64 * 2, store);
         cache.run_pending_tasks().await;
         let before = rss_mib();
         let started = Instant::now();

@@ -5,36 +5,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::SECRET;
 use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use session_sidecar::cache::DecisionCache;
-use session_sidecar::config::ClaimRules;
-use session_sidecar::keys::KeySet;
 use session_sidecar::metrics::Metrics;
 use session_sidecar::store::memory::MemoryStore;
 use session_sidecar::store::unix_now;
-use session_sidecar::verify::jwt::JwtVerifier;
 use session_sidecar::verify::{Verdict, Verifier};
 
-const SECRET: &[u8] = b"benchmark-secret-benchmark-secret";
+mod common;
 
 fn verifier(cache_ttl: Duration) -> Verifier {
-    let keys = KeySet::new(Some(SECRET.to_vec()), Vec::new(), None).expect("keys");
-    let rules = ClaimRules {
-        issuer: None,
-        audience: Vec::new(),
-        leeway: 30,
-    };
-    let metrics = Arc::new(Metrics::new());
-    let cache = DecisionCache::new(cache_ttl, 100_000, Arc::clone(&metrics));
-    Verifier::new(
-        JwtVerifier::new(keys, &rules, 32),
-        cache,
-        Arc::new(MemoryStore::new()),
-        metrics,
-        false,
-    )
+    common::verifier(cache_ttl, 100_000, Arc::new(MemoryStore::new())).0
 }
 
 fn token() -> String {

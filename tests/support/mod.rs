@@ -394,3 +394,17 @@ pub fn session_keyed_token(sid: &str, secret: &[u8], sub: &str, jti: Option<&str
         &claims,
     )
 }
+
+impl TestSidecar {
+    /// `DELETE /v1/users/{sub}/sessions` → (status, body).
+    pub async fn logout_everywhere(&self, sub: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .delete(self.url(&format!("/v1/users/{sub}/sessions")))
+            .send()
+            .await
+            .expect("log out everywhere");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
