@@ -118,9 +118,9 @@ async fn assert_rejected(sidecar: &TestSidecar, token: &str, reason: &str) {
     assert_eq!(body, json!({"active": false, "reason": reason}));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn each_reason_is_reported() {
-    let sidecar = sidecar_with_all_keys(&[
+/// A sidecar with every key, an issuer, an audience and no leeway: the one the reason tests use.
+async fn strict_sidecar() -> TestSidecar {
+    sidecar_with_all_keys(&[
         "--issuer",
         "https://issuer.test",
         "--audience",
@@ -128,87 +128,125 @@ async fn each_reason_is_reported() {
         "--leeway",
         "0",
     ])
-    .await;
-    let good = |extra: Value| {
-        let mut claims =
-            json!({"sub": "dave", "exp": now() + 600, "iss": "https://issuer.test", "aud": "api"});
-        for (k, v) in extra.as_object().unwrap() {
-            if v.is_null() {
-                claims.as_object_mut().unwrap().remove(k);
-            } else {
-                claims[k] = v.clone();
-            }
-        }
-        claims
-    };
-    assert_eq!(sidecar.verify(&hs256(&good(json!({})))).await.status(), 200);
+    .await
+}
 
+/// Claims that [`strict_sidecar`] accepts, changed by `changes` (a `null` removes a claim).
+fn strict_claims(changes: Value) -> Value {
+    let mut claims =
+        json!({"sub": "dave", "exp": now() + 600, "iss": "https://issuer.test", "aud": "api"});
+    for (k, v) in changes.as_object().unwrap() {
+        if v.is_null() {
+            claims.as_object_mut().unwrap().remove(k);
+        } else {
+            claims[k] = v.clone();
+        }
+    }
+    claims
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reason_none_for_a_valid_token() {
+    let sidecar = strict_sidecar().await;
+    assert_eq!(
+        sidecar
+            .verify(&hs256(&strict_claims(json!({}))))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reason_malformed() {
+    let sidecar = strict_sidecar().await;
     assert_rejected(&sidecar, "not-a-jwt", "malformed").await;
     assert_rejected(&sidecar, "a.b.c", "malformed").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reason_bad_signature() {
+    let sidecar = strict_sidecar().await;
     let forged = sign(
         Algorithm::HS256,
         &EncodingKey::from_secret(b"another secret"),
         None,
-        &good(json!({})),
+        &strict_claims(json!({})),
     );
     assert_rejected(&sidecar, &forged, "bad_signature").await;
-    let rsa_unknown_kid = sign(
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reason_unknown_key() {
+    let sidecar = strict_sidecar().await;
+    let token = sign(
         Algorithm::RS256,
         &private_key(Algorithm::RS256, "rsa.key"),
         Some("no-such-kid"),
-        &good(json!({})),
+        &strict_claims(json!({})),
     );
-    assert_rejected(&sidecar, &rsa_unknown_kid, "unknown_key").await;
+    assert_rejected(&sidecar, &token, "unknown_key").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reason_algorithm_not_allowed() {
+    let sidecar = strict_sidecar().await;
     let none = raw_token(
         r#"{"alg":"none","typ":"JWT"}"#,
-        &good(json!({})).to_string(),
+        &strict_claims(json!({})).to_string(),
         "",
     );
     assert_rejected(&sidecar, &none, "algorithm_not_allowed").await;
-    assert_rejected(
-        &sidecar,
-        &hs256(&good(json!({"exp": now() - 5}))),
-        "expired",
-    )
-    .await;
-    assert_rejected(
-        &sidecar,
-        &hs256(&good(json!({"nbf": now() + 300}))),
-        "not_yet_valid",
-    )
-    .await;
-    assert_rejected(
-        &sidecar,
-        &hs256(&good(json!({"iss": "https://evil.test"}))),
-        "invalid_issuer",
-    )
-    .await;
-    assert_rejected(
-        &sidecar,
-        &hs256(&good(json!({"aud": "other"}))),
-        "invalid_audience",
-    )
-    .await;
-    assert_rejected(
-        &sidecar,
-        &hs256(&good(json!({"exp": null}))),
-        "missing_claim",
-    )
-    .await;
-    assert_rejected(
-        &sidecar,
-        &hs256(&good(json!({"sub": null}))),
-        "missing_claim",
-    )
-    .await;
-    assert_rejected(
-        &sidecar,
-        &hs256(&good(json!({"sid": "no-such-session"}))),
-        "session_inactive",
-    )
-    .await;
-    // revoked: deny-list a stateless token's jti, then present it.
-    let revocable = hs256(&good(json!({"jti": "jti-contract-1"})));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reason_expired() {
+    let sidecar = strict_sidecar().await;
+    let token = hs256(&strict_claims(json!({"exp": now() - 5})));
+    assert_rejected(&sidecar, &token, "expired").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reason_not_yet_valid() {
+    let sidecar = strict_sidecar().await;
+    let token = hs256(&strict_claims(json!({"nbf": now() + 300})));
+    assert_rejected(&sidecar, &token, "not_yet_valid").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reason_invalid_issuer() {
+    let sidecar = strict_sidecar().await;
+    let token = hs256(&strict_claims(json!({"iss": "https://evil.test"})));
+    assert_rejected(&sidecar, &token, "invalid_issuer").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reason_invalid_audience() {
+    let sidecar = strict_sidecar().await;
+    let token = hs256(&strict_claims(json!({"aud": "other"})));
+    assert_rejected(&sidecar, &token, "invalid_audience").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reason_missing_claim() {
+    let sidecar = strict_sidecar().await;
+    for claim in ["exp", "sub", "iss", "aud"] {
+        let token = hs256(&strict_claims(json!({ claim: null })));
+        assert_rejected(&sidecar, &token, "missing_claim").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reason_session_inactive() {
+    let sidecar = strict_sidecar().await;
+    let token = hs256(&strict_claims(json!({"sid": "no-such-session"})));
+    assert_rejected(&sidecar, &token, "session_inactive").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reason_revoked() {
+    let sidecar = strict_sidecar().await;
+    let revocable = hs256(&strict_claims(json!({"jti": "jti-contract-1"})));
     assert_eq!(sidecar.verify(&revocable).await.status(), 200);
     let revoke = sidecar
         .http
@@ -221,37 +259,35 @@ async fn each_reason_is_reported() {
     assert_rejected(&sidecar, &revocable, "revoked").await;
 }
 
+/// Signs `claims("user-<alg>")` with `alg` and asserts the sidecar accepts it.
+async fn assert_verifies(sidecar: &TestSidecar, alg: Algorithm, file: &str, kid: Option<&str>) {
+    let key = if file.is_empty() {
+        EncodingKey::from_secret(SECRET)
+    } else {
+        private_key(alg, file)
+    };
+    let token = sign(alg, &key, kid, &claims(&format!("user-{alg:?}")));
+    let response = sidecar.verify(&token).await;
+    assert_eq!(response.status(), 200, "{alg:?}");
+    assert_eq!(
+        response.headers()["x-auth-subject"].to_str().unwrap(),
+        format!("user-{alg:?}")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn every_algorithm_family_verifies() {
+async fn family_hmac_hs256_hs384_hs512() {
     let sidecar = sidecar_with_all_keys(&[]).await;
-    let cases: [(Algorithm, &str, Option<&str>); 12] = [
-        (Algorithm::HS256, "", None),
-        (Algorithm::HS384, "", None),
-        (Algorithm::HS512, "", None),
-        (Algorithm::RS256, "rsa.key", Some("rsa-1")),
-        (Algorithm::RS384, "rsa.key", Some("rsa-1")),
-        (Algorithm::RS512, "rsa.key", Some("rsa-1")),
-        (Algorithm::PS256, "rsa.key", Some("rsa-1")),
-        (Algorithm::PS384, "rsa.key", Some("rsa-1")),
-        (Algorithm::PS512, "rsa.key", Some("rsa-1")),
-        (Algorithm::ES256, "ec256.key", Some("ec256-1")),
-        // The P-384 key was configured without a KID: it matches any kid.
-        (Algorithm::ES384, "ec384.key", None),
-        (Algorithm::EdDSA, "ed25519.key", Some("ed-1")),
-    ];
-    for (alg, file, kid) in cases {
-        let key = if file.is_empty() {
-            EncodingKey::from_secret(SECRET)
-        } else {
-            private_key(alg, file)
-        };
-        let token = sign(alg, &key, kid, &claims(&format!("user-{alg:?}")));
-        let response = sidecar.verify(&token).await;
-        assert_eq!(response.status(), 200, "{alg:?}");
-        assert_eq!(
-            response.headers()["x-auth-subject"].to_str().unwrap(),
-            format!("user-{alg:?}")
-        );
+    for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+        assert_verifies(&sidecar, alg, "", None).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn family_rsa_pkcs1_rs256_rs384_rs512() {
+    let sidecar = sidecar_with_all_keys(&[]).await;
+    for alg in [Algorithm::RS256, Algorithm::RS384, Algorithm::RS512] {
+        assert_verifies(&sidecar, alg, "rsa.key", Some("rsa-1")).await;
     }
     // A key of the right family but another key pair fails the signature.
     let other = sign(
@@ -261,6 +297,29 @@ async fn every_algorithm_family_verifies() {
         &claims("mallory"),
     );
     assert_rejected(&sidecar, &other, "bad_signature").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn family_rsa_pss_ps256_ps384_ps512() {
+    let sidecar = sidecar_with_all_keys(&[]).await;
+    for alg in [Algorithm::PS256, Algorithm::PS384, Algorithm::PS512] {
+        assert_verifies(&sidecar, alg, "rsa.key", Some("rsa-1")).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn family_ecdsa_es256_and_es384() {
+    let sidecar = sidecar_with_all_keys(&[]).await;
+    assert_verifies(&sidecar, Algorithm::ES256, "ec256.key", Some("ec256-1")).await;
+    // The P-384 key was configured without a KID: it matches any kid.
+    assert_verifies(&sidecar, Algorithm::ES384, "ec384.key", None).await;
+    assert_verifies(&sidecar, Algorithm::ES384, "ec384.key", Some("whatever")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn family_eddsa_ed25519() {
+    let sidecar = sidecar_with_all_keys(&[]).await;
+    assert_verifies(&sidecar, Algorithm::EdDSA, "ed25519.key", Some("ed-1")).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
