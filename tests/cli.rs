@@ -279,3 +279,89 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_never_contain_a_token_or_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(&dir);
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let mut served = Served {
+        child: Command::new(BIN)
+            .args(["serve", "--jwt-secret-file", &secret, "--listen", &listen])
+            .args(["--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    };
+    let http = reqwest::Client::new();
+    let base = format!("http://{listen}");
+    let started = Instant::now();
+    while http.get(format!("{base}/verify")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "sidecar did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let created: serde_json::Value = http
+        .post(format!("{base}/v1/sessions"))
+        .json(&serde_json::json!({"sub": "logged", "data": {"k": "v"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = created["token"].as_str().unwrap().to_owned();
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    for t in [&token, &forged] {
+        http.get(format!("{base}/verify"))
+            .bearer_auth(t)
+            .send()
+            .await
+            .unwrap();
+    }
+    let pid = served.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut stderr = String::new();
+    use std::io::Read;
+    served
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.lines().count() >= 2,
+        "something was logged: {stderr}"
+    );
+    for line in stderr.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+    }
+    let secret_text = String::from_utf8_lossy(SECRET);
+    for needle in [token.as_str(), forged.as_str(), secret_text.as_ref()] {
+        assert!(
+            !stderr.contains(needle),
+            "the logs contain a token or the secret"
+        );
+    }
+    // Nor any JWT-looking text at all (a header segment always starts with eyJ).
+    assert!(
+        !stderr.contains("eyJ"),
+        "the logs contain something JWT-like"
+    );
+}
