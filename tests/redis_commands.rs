@@ -35,6 +35,9 @@ fn data_commands(stats: &HashMap<String, u64>) -> u64 {
                     | "command"
                     | "command|docs"
                     | "readonly"
+                    | "replconf"
+                    | "psync"
+                    | "sync"
             )
         })
         .map(|(_, calls)| calls)
@@ -121,6 +124,27 @@ async fn stateless_tokens_without_jti_never_touch_redis() {
     assert_eq!(stats.get("exists").copied().unwrap_or(0), 1, "{stats:?}");
 }
 
+/// Waits until every node's CLUSTER SLOTS lists every node (masters and their replicas). The
+/// cluster client learns the topology once, when it connects (and again only on MOVED/ASK or
+/// a connection error): a client that connected before the replicas showed up would never read
+/// from them.
+fn wait_for_replicas_in_topology(cluster: &RedisCluster) {
+    let started = std::time::Instant::now();
+    let ports = cluster.live_ports();
+    while !ports.iter().all(|port| {
+        let slots = cluster.redis_cli(*port, &["CLUSTER", "SLOTS"]);
+        ports
+            .iter()
+            .all(|p| slots.lines().any(|line| line.trim() == p.to_string()))
+    }) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "replicas never listed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// `calls` of one command on one node.
 fn calls_on(cluster: &RedisCluster, port: u16, command: &str) -> u64 {
     let info = cluster.redis_cli(port, &["INFO", "commandstats"]);
@@ -136,6 +160,7 @@ fn calls_on(cluster: &RedisCluster, port: u16, command: &str) -> u64 {
 async fn read_from_replicas_sends_session_reads_to_replicas() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let cluster = RedisCluster::shared();
+    wait_for_replicas_in_topology(cluster);
     let prefix = unique_prefix("replicas");
     let writer = TestSidecar::start_on_cluster(cluster, &prefix, &[]).await;
     let reader = TestSidecar::start_on_cluster(
@@ -170,4 +195,47 @@ async fn read_from_replicas_sends_session_reads_to_replicas() {
         "every lookup went to a replica"
     );
     assert_eq!(on_masters, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_the_replica_has_not_seen_yet_is_confirmed_on_the_primary() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = RedisCluster::shared();
+    wait_for_replicas_in_topology(cluster);
+    let prefix = unique_prefix("lag");
+    let reader = TestSidecar::start_on_cluster(
+        cluster,
+        &prefix,
+        &["--redis-read-from-replicas", "--cache-ttl", "0"],
+    )
+    .await;
+    // A session written on its primary without replication: exactly what a replica that lags
+    // behind looks like, without depending on timing.
+    let sid = "lagging-session-0001";
+    let key = format!("{prefix}:{{{sid}}}:s");
+    let exp = (now() + 600).to_string();
+    let primary = cluster.master_for_slot(RedisCluster::key_slot(&key));
+    let script = "redis.set_repl(redis.REPL_NONE) \
+                  redis.call('HSET', KEYS[1], 'sub', ARGV[1], 'data', '{}', 'exp', ARGV[2], 'v', '0') \
+                  return 1";
+    cluster.redis_cli(primary, &["EVAL", script, "1", &key, "lagger", &exp]);
+    let token = hs256(&json!({"sub": "lagger", "sid": sid, "exp": now() + 600}));
+    cluster.reset_commandstats();
+    assert_eq!(reader.verify(&token).await.status(), 200);
+    // The replica was asked first, then the primary.
+    let nodes = cluster.nodes();
+    let replica_reads: u64 = nodes
+        .iter()
+        .filter(|n| !n.is_master)
+        .map(|n| calls_on(cluster, n.port, "hmget"))
+        .sum();
+    assert_eq!(replica_reads, 1);
+    assert_eq!(calls_on(cluster, primary, "hmget"), 1);
+    // A session that exists nowhere is still inactive.
+    let gone =
+        hs256(&json!({"sub": "lagger", "sid": "no-such-session-anywhere", "exp": now() + 600}));
+    assert_eq!(
+        reader.verify_status(&gone).await,
+        (401, Some("session_inactive".into()))
+    );
 }

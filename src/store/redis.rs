@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::io::tcp::TcpSettings;
 use redis::{ConnectionInfo, IntoConnectionInfo, RedisError, Script, TlsCertificates};
 use serde_json::Value;
@@ -141,6 +142,8 @@ pub struct RedisStore {
     metrics: Arc<Metrics>,
     /// Outer bound on one call, retries and redirects included: a guard against client hangs.
     call_timeout: Duration,
+    /// Session reads go to replicas; a missing session is confirmed on the primary.
+    read_from_replicas: bool,
     subscription: SubscriptionSource,
     create_session: Script,
     index_session: Script,
@@ -216,6 +219,7 @@ impl RedisStore {
             keys,
             metrics,
             call_timeout: config.command_timeout * 4,
+            read_from_replicas: config.read_from_replicas,
             subscription,
             create_session: Script::new(CREATE_SESSION),
             index_session: Script::new(INDEX_SESSION),
@@ -325,6 +329,20 @@ impl SessionStore for RedisStore {
                 let mut fields: Vec<Option<String>> = self
                     .call("lookup", async { command.query_async(&mut conn).await })
                     .await?;
+                if self.read_from_replicas && fields.first().is_some_and(Option::is_none) {
+                    // No session on the replica: it may just not have the write yet (a session
+                    // created a moment ago). Only the primary may say a session does not exist.
+                    let primary = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                        Route::with_key(&key, SlotAddr::Master),
+                    ));
+                    let reply = self
+                        .call("lookup_primary", async {
+                            conn.route_command(command.clone(), primary).await
+                        })
+                        .await?;
+                    fields = redis::from_redis_value(reply)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                }
                 let revoked = jti.is_some() && fields.pop().flatten().is_some();
                 Ok(Lookup {
                     session: session_from_fields(sid, fields)?,
