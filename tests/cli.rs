@@ -159,6 +159,48 @@ impl Drop for Served {
     }
 }
 
+/// Starts `serve` with the secret on a free loopback port (and an ephemeral admin port);
+/// `log_level` sets `RUST_LOG`. Returns the process and its `--listen` address.
+fn serve_on_free_port(
+    secret: &str,
+    extra: &[&str],
+    log_level: Option<&str>,
+    stderr: Stdio,
+) -> (Served, String) {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--jwt-secret-file", secret, "--listen", &listen])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    if let Some(level) = log_level {
+        command.env("RUST_LOG", level);
+    }
+    let child = command.spawn().unwrap();
+    (Served { child }, listen)
+}
+
+/// A connection to `listen`, once the sidecar accepts them (at most 10 s).
+async fn connect_when_listening(listen: &str) -> tokio::net::TcpStream {
+    let started = Instant::now();
+    loop {
+        match tokio::net::TcpStream::connect(listen).await {
+            Ok(stream) => return stream,
+            Err(_) if started.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("sidecar did not start: {e}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn dev_mode_prints_a_token_and_curl_line_that_work() {
     let mut served = Served {
@@ -206,37 +248,8 @@ async fn dev_mode_prints_a_token_and_curl_line_that_work() {
 async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let secret = secret_file(&dir);
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let listen = format!("127.0.0.1:{port}");
-    let mut served = Served {
-        child: Command::new(BIN)
-            .args([
-                "serve",
-                "--jwt-secret-file",
-                &secret,
-                "--listen",
-                &listen,
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    };
-    let started = Instant::now();
-    let mut stream = loop {
-        match tokio::net::TcpStream::connect(&listen).await {
-            Ok(stream) => break stream,
-            Err(_) if started.elapsed() < Duration::from_secs(10) => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
-            Err(e) => panic!("sidecar did not start: {e}"),
-        }
-    };
+    let (mut served, listen) = serve_on_free_port(&secret, &[], None, Stdio::null());
+    let mut stream = connect_when_listening(&listen).await;
     // An introspection request whose body is still being sent when SIGTERM arrives.
     let token = hs256(&claims("zoe"));
     let body = format!(r#"{{"token":"{token}"}}"#);
@@ -284,31 +297,15 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
 async fn json_logs_never_contain_a_token_or_the_secret() {
     let dir = tempfile::tempdir().unwrap();
     let secret = secret_file(&dir);
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let listen = format!("127.0.0.1:{port}");
-    let mut served = Served {
-        child: Command::new(BIN)
-            .args(["serve", "--jwt-secret-file", &secret, "--listen", &listen])
-            .args(["--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    };
+    let (mut served, listen) = serve_on_free_port(
+        &secret,
+        &["--log-format", "json"],
+        Some("debug"),
+        Stdio::piped(),
+    );
+    drop(connect_when_listening(&listen).await);
     let http = reqwest::Client::new();
     let base = format!("http://{listen}");
-    let started = Instant::now();
-    while http.get(format!("{base}/verify")).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "sidecar did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let created: serde_json::Value = http
         .post(format!("{base}/v1/sessions"))
         .json(&serde_json::json!({"sub": "logged", "data": {"k": "v"}}))

@@ -151,27 +151,14 @@ async fn fifty_concurrent_patches_through_two_sidecars_lose_nothing() {
     let a = TestSidecar::start_on_cluster(cluster, &prefix, &[]).await;
     let b = TestSidecar::start_on_cluster(cluster, &prefix, &[]).await;
     let (sid, token) = a.create_session("erin", json!({"start": true})).await;
-    let path = format!("/v1/sessions/{sid}");
     let patches = (0..50).map(|i| {
         let sidecar = if i % 2 == 0 { &a } else { &b };
-        sidecar
-            .http
-            .patch(sidecar.url(&path))
-            .json(&json!({ format!("k{i}"): i }))
-            .send()
+        sidecar.patch_session(&sid, json!({ format!("k{i}"): i }))
     });
-    for response in futures_util::future::join_all(patches).await {
-        assert_eq!(response.unwrap().status(), 200);
+    for (status, _) in futures_util::future::join_all(patches).await {
+        assert_eq!(status, 200);
     }
-    let got: Value = b
-        .http
-        .get(b.url(&path))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, got) = b.get_session(&sid).await;
     assert_eq!(got["data"]["start"], true);
     for i in 0..50 {
         assert_eq!(got["data"][format!("k{i}")], i, "k{i} survived");

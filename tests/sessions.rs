@@ -75,26 +75,11 @@ async fn patch_merges_and_the_next_verification_sees_it() {
 async fn concurrent_patches_lose_nothing() {
     let sidecar = TestSidecar::start(&[]).await;
     let (sid, _) = sidecar.create_session("carol", json!({})).await;
-    let url = sidecar.url(&format!("/v1/sessions/{sid}"));
-    let patches = (0..50).map(|i| {
-        sidecar
-            .http
-            .patch(&url)
-            .json(&json!({ format!("k{i}"): i }))
-            .send()
-    });
-    for response in futures_util::future::join_all(patches).await {
-        assert_eq!(response.unwrap().status(), 200);
+    let patches = (0..50).map(|i| sidecar.patch_session(&sid, json!({ format!("k{i}"): i })));
+    for (status, _) in futures_util::future::join_all(patches).await {
+        assert_eq!(status, 200);
     }
-    let got: Value = sidecar
-        .http
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, got) = sidecar.get_session(&sid).await;
     for i in 0..50 {
         assert_eq!(got["data"][format!("k{i}")], i, "k{i} present");
     }

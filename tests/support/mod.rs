@@ -408,3 +408,30 @@ impl TestSidecar {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 }
+
+impl TestSidecar {
+    /// `PATCH /v1/sessions/{sid}` with a merge patch → (status, body).
+    pub async fn patch_session(&self, sid: &str, patch: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .patch(self.url(&format!("/v1/sessions/{sid}")))
+            .json(&patch)
+            .send()
+            .await
+            .expect("patch session");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `GET /v1/sessions/{sid}` → (status, body).
+    pub async fn get_session(&self, sid: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(self.url(&format!("/v1/sessions/{sid}")))
+            .send()
+            .await
+            .expect("get session");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
