@@ -34,8 +34,7 @@ async fn run() {
         assert_eq!(b.verify(&token).await.status(), 200);
         let started = Instant::now();
         let deleted = a
-            .http
-            .delete(a.url(&format!("/v1/sessions/{sid}")))
+            .session_api(reqwest::Method::DELETE, &format!("/v1/sessions/{sid}"))
             .send()
             .await
             .expect("delete");

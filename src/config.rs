@@ -15,6 +15,9 @@ use jsonwebtoken::Algorithm;
 use crate::error::ConfigError;
 use crate::keys::{KeySet, PublicKeySpec};
 
+/// Shortest HMAC secret accepted (RFC 7518 §3.2: at least the hash output, 32 bytes for HS256).
+pub const MIN_HMAC_SECRET_BYTES: usize = 32;
+
 /// `session-sidecar`: verifies bearer tokens and serves sessions next to an application.
 #[derive(Debug, Parser)]
 #[command(name = "session-sidecar", version, about)]
@@ -323,7 +326,21 @@ impl Config {
         let mut problems = Vec::new();
 
         let secret = match (&args.jwt_secret_file, dev_secret) {
-            (Some(path), _) => read_secret(path, "--jwt-secret-file", &mut problems),
+            (Some(path), _) => read_secret(path, "--jwt-secret-file", &mut problems).filter(|secret| {
+                // RFC 7518 §3.2: an HMAC key at least as long as the hash (32 bytes for HS256).
+                let long_enough = secret.len() >= MIN_HMAC_SECRET_BYTES;
+                if !long_enough {
+                    problems.push(ConfigError::new(
+                        "--jwt-secret-file",
+                        format!(
+                            "{} holds {} bytes: an HMAC secret needs at least {MIN_HMAC_SECRET_BYTES} (RFC 7518 §3.2)",
+                            path.display(),
+                            secret.len()
+                        ),
+                    ));
+                }
+                long_enough
+            }),
             (None, dev) => dev,
         };
         let public_keys: Vec<PublicKeySpec> = args
@@ -459,6 +476,18 @@ impl Config {
             .admin_token_file
             .as_ref()
             .and_then(|p| read_secret(p, "--admin-token-file", &mut problems))
+            .filter(|credential| {
+                // A credential with whitespace cannot be sent as one bearer token: every call
+                // would be refused, which an operator should learn at start-up.
+                let usable = !credential.iter().any(u8::is_ascii_whitespace);
+                if !usable {
+                    problems.push(ConfigError::new(
+                        "--admin-token-file",
+                        "the credential holds whitespace (only a trailing newline is ignored)",
+                    ));
+                }
+                usable
+            })
             .map(Secret);
         let exposed = !args.listen.ip().is_loopback();
         if exposed && admin_token.is_none() && args.admin_token_file.is_none() {

@@ -123,6 +123,8 @@ pub enum ApiError {
     MissingJti,
     #[error("an admin bearer credential is required for this call")]
     Unauthorized,
+    #[error("the session API is off: start the sidecar with --admin-token-file")]
+    SessionApiDisabled,
     #[error("this sidecar has no --jwt-secret-file to sign session tokens with")]
     NoSigningKey,
     #[error(transparent)]
@@ -141,6 +143,7 @@ impl ApiError {
             ApiError::TooDeep(_) => (StatusCode::BAD_REQUEST, "nesting_too_deep"),
             ApiError::MissingJti => (StatusCode::UNPROCESSABLE_ENTITY, "missing_jti"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "admin_credential_required"),
+            ApiError::SessionApiDisabled => (StatusCode::FORBIDDEN, "session_api_disabled"),
             ApiError::NoSigningKey => (StatusCode::FORBIDDEN, "session_issuing_disabled"),
             ApiError::Store(StoreError::Contended) => (StatusCode::CONFLICT, "contended"),
             ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),

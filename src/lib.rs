@@ -57,7 +57,7 @@ pub struct App {
     pub signer: Option<TokenSigner>,
     pub rejections: Rejections,
     pub token_cookie: Option<String>,
-    pub admin_token: Option<blake3::Hash>,
+    pub admin_access: AdminAccess,
     pub limits: Limits,
     pub session_ttl: Duration,
     pub session_keys: bool,
@@ -69,6 +69,17 @@ impl App {
     pub async fn apply_locally(&self, change: Invalidation) {
         self.cache.apply(&change).await;
     }
+}
+
+/// Who may call the session API (SPEC §3.3): it issues tokens every sidecar honours, and
+/// loopback is no credential.
+pub enum AdminAccess {
+    /// `--dev` without `--admin-token-file`: open, for trying it out.
+    Open,
+    /// No `--admin-token-file`: the session API answers `403 session_api_disabled`.
+    Disabled,
+    /// Callers present this credential (its BLAKE3 hash, compared in constant time).
+    Credential(blake3::Hash),
 }
 
 /// Why the sidecar could not start or run.
@@ -147,7 +158,11 @@ impl Sidecar {
             signer,
             rejections: Rejections::new(),
             token_cookie: config.token_cookie,
-            admin_token: config.admin_token.as_ref().map(|t| blake3::hash(&t.0)),
+            admin_access: match (&config.admin_token, config.dev) {
+                (Some(credential), _) => AdminAccess::Credential(blake3::hash(&credential.0)),
+                (None, true) => AdminAccess::Open,
+                (None, false) => AdminAccess::Disabled,
+            },
             limits: config.limits,
             session_ttl: config.session_ttl,
             session_keys: config.session_keys,

@@ -34,9 +34,42 @@ fn secret_file(dir: &tempfile::TempDir) -> String {
 fn bad_configuration_is_refused_with_one_line_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     let secret = secret_file(&dir);
+    let short_secret = dir.path().join("short");
+    std::fs::write(&short_secret, "x").unwrap();
+    let short_secret = short_secret.display().to_string();
+    let spaced_admin = dir.path().join("spaced-admin");
+    std::fs::write(&spaced_admin, "two words\n").unwrap();
+    let spaced_admin = spaced_admin.display().to_string();
+    let blank_admin = dir.path().join("blank-admin");
+    std::fs::write(&blank_admin, "   \n").unwrap();
+    let blank_admin = blank_admin.display().to_string();
     let listen = ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec![], "--jwt-secret-file"),
+        // RFC 7518 §3.2: an HS256 key has at least 32 bytes.
+        (
+            vec!["--jwt-secret-file", &short_secret],
+            "--jwt-secret-file",
+        ),
+        // A credential that cannot be sent as one bearer token locks everyone out.
+        (
+            vec![
+                "--jwt-secret-file",
+                &secret,
+                "--admin-token-file",
+                &spaced_admin,
+            ],
+            "--admin-token-file",
+        ),
+        (
+            vec![
+                "--jwt-secret-file",
+                &secret,
+                "--admin-token-file",
+                &blank_admin,
+            ],
+            "--admin-token-file",
+        ),
         (
             vec!["--jwt-secret-file", "/nonexistent/secret"],
             "--jwt-secret-file",
@@ -297,9 +330,12 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
 async fn json_logs_never_contain_a_token_or_the_secret() {
     let dir = tempfile::tempdir().unwrap();
     let secret = secret_file(&dir);
+    let admin = dir.path().join("admin");
+    std::fs::write(&admin, "admin-credential-never-logged\n").unwrap();
+    let admin = admin.display().to_string();
     let (mut served, listen) = serve_on_free_port(
         &secret,
-        &["--log-format", "json"],
+        &["--log-format", "json", "--admin-token-file", &admin],
         Some("debug"),
         Stdio::piped(),
     );
@@ -308,6 +344,7 @@ async fn json_logs_never_contain_a_token_or_the_secret() {
     let base = format!("http://{listen}");
     let created: serde_json::Value = http
         .post(format!("{base}/v1/sessions"))
+        .bearer_auth("admin-credential-never-logged")
         .json(&serde_json::json!({"sub": "logged", "data": {"k": "v"}}))
         .send()
         .await
@@ -350,10 +387,15 @@ async fn json_logs_never_contain_a_token_or_the_secret() {
             .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
     }
     let secret_text = String::from_utf8_lossy(SECRET);
-    for needle in [token.as_str(), forged.as_str(), secret_text.as_ref()] {
+    for needle in [
+        token.as_str(),
+        forged.as_str(),
+        secret_text.as_ref(),
+        "admin-credential-never-logged",
+    ] {
         assert!(
             !stderr.contains(needle),
-            "the logs contain a token or the secret"
+            "the logs contain a token, the secret or the admin credential"
         );
     }
     // Nor any JWT-looking text at all (a header segment always starts with eyJ).

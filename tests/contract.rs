@@ -249,8 +249,7 @@ async fn reason_revoked() {
     let revocable = hs256(&strict_claims(json!({"jti": "jti-contract-1"})));
     assert_eq!(sidecar.verify(&revocable).await.status(), 200);
     let revoke = sidecar
-        .http
-        .post(sidecar.url("/v1/revoke"))
+        .session_api(reqwest::Method::POST, "/v1/revoke")
         .json(&json!({"token": revocable}))
         .send()
         .await

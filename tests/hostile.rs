@@ -163,8 +163,7 @@ async fn hostile_bodies_and_ids_get_clear_4xx() {
     let sidecar = TestSidecar::start(&[]).await;
     let post = |path: &str, body: String| {
         sidecar
-            .http
-            .post(sidecar.url(path))
+            .session_api(reqwest::Method::POST, path)
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -213,8 +212,7 @@ async fn hostile_bodies_and_ids_get_clear_4xx() {
         "/v1/sessions/a%ZZ",
     ] {
         let status = sidecar
-            .http
-            .get(sidecar.url(path))
+            .session_api(reqwest::Method::GET, path)
             .send()
             .await
             .unwrap()
@@ -222,8 +220,7 @@ async fn hostile_bodies_and_ids_get_clear_4xx() {
         assert_eq!(status, 400, "{path}");
     }
     let status = sidecar
-        .http
-        .delete(sidecar.url("/v1/users/a%0D%0Ab/sessions"))
+        .session_api(reqwest::Method::DELETE, "/v1/users/a%0D%0Ab/sessions")
         .send()
         .await
         .unwrap()
@@ -246,8 +243,7 @@ async fn hostile_bodies_and_ids_get_clear_4xx() {
         .status();
     assert_eq!(status, 404);
     let status = sidecar
-        .http
-        .put(sidecar.url("/v1/sessions"))
+        .session_api(reqwest::Method::PUT, "/v1/sessions")
         .send()
         .await
         .unwrap()

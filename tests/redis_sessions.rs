@@ -124,7 +124,11 @@ async fn jti_revocation_reaches_another_sidecar() {
         assert_eq!(b.verify(token).await.status(), 200);
         assert_eq!(b.verify(token).await.status(), 200);
     }
-    let revoke = |body: Value| a.http.post(a.url("/v1/revoke")).json(&body).send();
+    let revoke = |body: Value| {
+        a.session_api(reqwest::Method::POST, "/v1/revoke")
+            .json(&body)
+            .send()
+    };
     assert_eq!(
         revoke(json!({"jti": format!("{prefix}-j1"), "exp": exp}))
             .await

@@ -10,8 +10,7 @@ use support::*;
 async fn create_then_get_returns_the_session() {
     let sidecar = TestSidecar::start(&[]).await;
     let response = sidecar
-        .http
-        .post(sidecar.url("/v1/sessions"))
+        .session_api(reqwest::Method::POST, "/v1/sessions")
         .json(&json!({"sub": "alice", "data": {"a": 1}, "ttl": 120}))
         .send()
         .await
@@ -27,8 +26,7 @@ async fn create_then_get_returns_the_session() {
     let expires_at = created["expires_at"].as_u64().unwrap();
     assert!(expires_at >= now() + 119 && expires_at <= now() + 121);
     let got: Value = sidecar
-        .http
-        .get(sidecar.url(&format!("/v1/sessions/{sid}")))
+        .session_api(reqwest::Method::GET, &format!("/v1/sessions/{sid}"))
         .send()
         .await
         .unwrap()
@@ -40,8 +38,7 @@ async fn create_then_get_returns_the_session() {
         json!({"sid": sid, "sub": "alice", "data": {"a": 1}, "expires_at": expires_at})
     );
     let missing = sidecar
-        .http
-        .get(sidecar.url("/v1/sessions/does-not-exist"))
+        .session_api(reqwest::Method::GET, "/v1/sessions/does-not-exist")
         .send()
         .await
         .unwrap();
@@ -56,8 +53,7 @@ async fn patch_merges_and_the_next_verification_sees_it() {
         .await;
     assert_eq!(sidecar.verify(&token).await.status(), 200);
     let patched = sidecar
-        .http
-        .patch(sidecar.url(&format!("/v1/sessions/{sid}")))
+        .session_api(reqwest::Method::PATCH, &format!("/v1/sessions/{sid}"))
         .json(&json!({"drop": null, "add": [1], "nested": {"y": 2}}))
         .send()
         .await
@@ -119,8 +115,7 @@ async fn revoke_by_jti_and_by_token() {
     }
     let revoke = |body: Value| {
         sidecar
-            .http
-            .post(sidecar.url("/v1/revoke"))
+            .session_api(reqwest::Method::POST, "/v1/revoke")
             .json(&body)
             .send()
     };
@@ -224,8 +219,7 @@ async fn without_a_secret_the_session_api_cannot_issue_tokens() {
     let key = fixture("ed25519.pub").display().to_string();
     let sidecar = TestSidecar::start_with(false, &["--jwt-public-key-file", &key]).await;
     let response = sidecar
-        .http
-        .post(sidecar.url("/v1/sessions"))
+        .session_api(reqwest::Method::POST, "/v1/sessions")
         .json(&json!({"sub": "k"}))
         .send()
         .await
@@ -235,4 +229,33 @@ async fn without_a_secret_the_session_api_cannot_issue_tokens() {
         response.json::<Value>().await.unwrap()["reason"],
         "session_issuing_disabled"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_an_admin_credential_the_session_api_is_off() {
+    // Not --dev, no --admin-token-file: nobody on the pod's loopback can mint a token.
+    let sidecar = TestSidecar::start_without_admin(&[]).await;
+    for (method, path) in [
+        (reqwest::Method::POST, "/v1/sessions"),
+        (reqwest::Method::GET, "/v1/sessions/abc"),
+        (reqwest::Method::DELETE, "/v1/sessions/abc"),
+        (reqwest::Method::DELETE, "/v1/users/alice/sessions"),
+        (reqwest::Method::POST, "/v1/revoke"),
+    ] {
+        let response = sidecar
+            .http
+            .request(method.clone(), sidecar.url(path))
+            .json(&json!({"sub": "mallory"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{method} {path}");
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["reason"],
+            "session_api_disabled",
+            "{method} {path}"
+        );
+    }
+    // Verification does not need it.
+    assert_eq!(sidecar.verify(&hs256(&claims("j"))).await.status(), 200);
 }

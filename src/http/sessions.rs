@@ -13,11 +13,11 @@ use serde_json::{Value, json};
 
 use super::forward_auth::read_limited;
 use super::respond::{self, HttpResponse};
-use crate::App;
 use crate::error::ApiError;
 use crate::mint::random_id;
 use crate::store::{Invalidation, NewSession, PatchLimits, PatchOutcome, Session, unix_now};
 use crate::verify::jwt::{header_safe, json_too_deep, valid_id};
+use crate::{AdminAccess, App};
 
 /// Random bytes in a session id (144 bits, 24 base64url characters).
 const SID_BYTES: usize = 18;
@@ -175,10 +175,13 @@ pub async fn revoke(app: &App, request: Request<Incoming>) -> ApiResult {
     Ok(respond::empty(StatusCode::NO_CONTENT))
 }
 
-/// Checks the admin credential when one is configured, in constant time.
+/// Checks the admin credential in constant time. Without `--admin-token-file` the session API
+/// is off (SPEC §3.3), except in `--dev`, where it is open.
 fn authorize(app: &App, request: &Request<Incoming>) -> Result<(), ApiError> {
-    let Some(expected) = &app.admin_token else {
-        return Ok(());
+    let expected = match &app.admin_access {
+        AdminAccess::Open => return Ok(()),
+        AdminAccess::Disabled => return Err(ApiError::SessionApiDisabled),
+        AdminAccess::Credential(expected) => expected,
     };
     let presented = request
         .headers()

@@ -19,6 +19,10 @@ use tokio::task::JoinHandle;
 /// The HMAC secret every test sidecar is started with (unless a test says otherwise).
 pub const SECRET: &[u8] = b"test-secret-of-enough-length-for-hs512-0123456789abcdef";
 
+/// The session API credential every test sidecar is started with (`--admin-token-file`),
+/// unless a test passes its own.
+pub const ADMIN: &str = "test-admin-credential-0123456789";
+
 /// Path of a file in tests/fixtures.
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -53,6 +57,15 @@ impl TestSidecar {
 
     /// Starts a sidecar; `with_secret` adds `--jwt-secret-file`.
     pub async fn start_with(with_secret: bool, extra: &[&str]) -> TestSidecar {
+        Self::start_full(with_secret, true, extra).await
+    }
+
+    /// Starts a sidecar with the secret but no `--admin-token-file` (the session API is off).
+    pub async fn start_without_admin(extra: &[&str]) -> TestSidecar {
+        Self::start_full(true, false, extra).await
+    }
+
+    async fn start_full(with_secret: bool, with_admin: bool, extra: &[&str]) -> TestSidecar {
         let dir = tempfile::tempdir().expect("temp dir");
         let secret_path = dir.path().join("secret");
         std::fs::write(&secret_path, SECRET).expect("write secret");
@@ -67,6 +80,12 @@ impl TestSidecar {
         if with_secret {
             argv.push("--jwt-secret-file".into());
             argv.push(secret_path.display().to_string());
+        }
+        if with_admin && !extra.contains(&"--admin-token-file") {
+            let admin_path = dir.path().join("admin");
+            std::fs::write(&admin_path, format!("{ADMIN}\n")).expect("write admin credential");
+            argv.push("--admin-token-file".into());
+            argv.push(admin_path.display().to_string());
         }
         argv.extend(extra.iter().map(|s| s.to_string()));
         let cli = Cli::try_parse_from(&argv).expect("flags parse");
@@ -103,6 +122,11 @@ impl TestSidecar {
         format!("http://{}{}", self.api, path)
     }
 
+    /// A session API request (SPEC §3.3) carrying the [`ADMIN`] credential.
+    pub fn session_api(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, self.url(path)).bearer_auth(ADMIN)
+    }
+
     /// `GET /verify` with a bearer token.
     pub async fn verify(&self, token: &str) -> reqwest::Response {
         self.http
@@ -124,8 +148,7 @@ impl TestSidecar {
     /// `POST /v1/sessions` → (sid, token).
     pub async fn create_session(&self, sub: &str, data: Value) -> (String, String) {
         let response = self
-            .http
-            .post(self.url("/v1/sessions"))
+            .session_api(reqwest::Method::POST, "/v1/sessions")
             .json(&json!({"sub": sub, "data": data, "ttl": 600}))
             .send()
             .await
@@ -347,8 +370,7 @@ impl TestSidecar {
 impl TestSidecar {
     /// `DELETE /v1/sessions/{sid}` → status.
     pub async fn delete_session(&self, sid: &str) -> u16 {
-        self.http
-            .delete(self.url(&format!("/v1/sessions/{sid}")))
+        self.session_api(reqwest::Method::DELETE, &format!("/v1/sessions/{sid}"))
             .send()
             .await
             .expect("delete session")
@@ -360,8 +382,7 @@ impl TestSidecar {
     pub async fn create_keyed_session(&self, sub: &str) -> (String, Vec<u8>) {
         use base64::Engine;
         let created: Value = self
-            .http
-            .post(self.url("/v1/sessions"))
+            .session_api(reqwest::Method::POST, "/v1/sessions")
             .json(&json!({"sub": sub, "data": {}}))
             .send()
             .await
@@ -399,8 +420,10 @@ impl TestSidecar {
     /// `DELETE /v1/users/{sub}/sessions` → (status, body).
     pub async fn logout_everywhere(&self, sub: &str) -> (u16, Value) {
         let response = self
-            .http
-            .delete(self.url(&format!("/v1/users/{sub}/sessions")))
+            .session_api(
+                reqwest::Method::DELETE,
+                &format!("/v1/users/{sub}/sessions"),
+            )
             .send()
             .await
             .expect("log out everywhere");
@@ -413,8 +436,7 @@ impl TestSidecar {
     /// `PATCH /v1/sessions/{sid}` with a merge patch → (status, body).
     pub async fn patch_session(&self, sid: &str, patch: Value) -> (u16, Value) {
         let response = self
-            .http
-            .patch(self.url(&format!("/v1/sessions/{sid}")))
+            .session_api(reqwest::Method::PATCH, &format!("/v1/sessions/{sid}"))
             .json(&patch)
             .send()
             .await
@@ -426,8 +448,7 @@ impl TestSidecar {
     /// `GET /v1/sessions/{sid}` → (status, body).
     pub async fn get_session(&self, sid: &str) -> (u16, Value) {
         let response = self
-            .http
-            .get(self.url(&format!("/v1/sessions/{sid}")))
+            .session_api(reqwest::Method::GET, &format!("/v1/sessions/{sid}"))
             .send()
             .await
             .expect("get session");
