@@ -8,8 +8,9 @@
 //! - [`verify`]: token extraction, JWT checks ([`verify::jwt`]), the [`verify::Decision`].
 //! - [`keys`]: the HMAC secret and public keys, and which key a token selects.
 //! - [`cache`]: the moka cache of decisions, coalesced misses, invalidation by session/token id.
-//! - [`store`]: the [`store::SessionStore`] trait, the embedded store and the Redis Cluster store.
-//! - [`invalidation`]: the subscription that applies other sidecars' changes to the cache.
+//! - [`store`]: the [`store::SessionStore`] trait, the embedded store and the Redis Cluster store
+//!   (with its invalidation feed, [`store::redis::feed`]).
+//! - [`invalidation`]: applies a store's feed of changes to the cache; distrust on feed loss.
 //! - [`metrics`]: every Prometheus metric.
 //! - [`mint`]: signing tokens (`token`, `--dev`, the session API).
 //! - [`error`]: typed errors and their one mapping to reasons and statuses.
@@ -121,20 +122,18 @@ impl Sidecar {
                 tracing::warn!(
                     "no --redis-nodes: sessions live in this process only; other sidecars will not see them"
                 );
-                metrics.set_subscription_connected(true);
                 Arc::new(store::memory::MemoryStore::new())
             }
             StoreConfig::Redis(redis) => {
-                let store = store::redis::RedisStore::connect(redis, Arc::clone(&metrics)).await?;
-                invalidation::spawn_subscriber(
-                    &mut background,
-                    store.subscription_source(),
-                    cache.clone(),
-                    Arc::clone(&metrics),
-                );
-                Arc::new(store)
+                Arc::new(store::redis::RedisStore::connect(redis, Arc::clone(&metrics)).await?)
             }
         };
+        invalidation::spawn(
+            &mut background,
+            store.feed(),
+            cache.clone(),
+            Arc::clone(&metrics),
+        );
         let signer = config.signing_secret.as_ref().map(|secret| {
             TokenSigner::new(
                 &secret.0,

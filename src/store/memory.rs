@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::{
-    Lookup, LookupQuery, NewSession, PatchLimits, PatchOutcome, Session, SessionStore, merge_patch,
-    unix_now,
+    FeedEvent, FeedEvents, Lookup, LookupQuery, NewSession, PatchLimits, PatchOutcome, Session,
+    SessionStore, merge_patch, unix_now,
 };
 use crate::error::StoreError;
 
@@ -181,5 +181,13 @@ impl SessionStore for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.tables().map(|_| ())
+    }
+
+    /// No other sidecar shares this store: the feed is connected from the start and never
+    /// says anything else (this sidecar applies its own changes as it makes them).
+    fn feed(&self) -> FeedEvents {
+        let (events, receiver) = tokio::sync::mpsc::channel(1);
+        let _ = events.try_send(FeedEvent::Subscribed);
+        receiver
     }
 }

@@ -70,6 +70,20 @@ pub enum Invalidation {
     TokenRevoked(String),
 }
 
+/// What the invalidation feed of a store tells its listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedEvent {
+    /// The feed is (again) connected: from now on every change is heard.
+    Subscribed,
+    /// A change made somewhere (possibly by this sidecar itself).
+    Change(Invalidation),
+    /// The feed was cut: changes may have been missed until the next [`FeedEvent::Subscribed`].
+    Lost,
+}
+
+/// The stream of a store's feed events. It ends when the store will say nothing more.
+pub type FeedEvents = tokio::sync::mpsc::Receiver<FeedEvent>;
+
 /// How a merge patch is applied.
 #[derive(Debug, Clone, Copy)]
 pub struct PatchLimits {
@@ -110,6 +124,10 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn revoke(&self, jti: &str, sid: Option<&str>, exp: u64) -> Result<(), StoreError>;
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Starts the store's invalidation feed: the changes every sidecar sharing this store
+    /// makes, and whether the feed is connected. Its background work stops when the returned
+    /// receiver is dropped.
+    fn feed(&self) -> FeedEvents;
 }
 
 /// Seconds since the Unix epoch.

@@ -16,8 +16,9 @@
 //! for pipelines, so a slot in migration would fail verifications.)
 //! Every write that other sidecars must hear about (patch, delete, revoke) is a Lua script
 //! that also PUBLISHes the change on `P:invalidations`, so a write that succeeded was always
-//! announced. A Redis Cluster broadcasts a plain PUBLISH to every node (see
-//! [`crate::invalidation`]).
+//! announced. A Redis Cluster broadcasts a plain PUBLISH to every node; [`feed`] subscribes.
+
+pub mod feed;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,13 +32,13 @@ use redis::{ConnectionInfo, IntoConnectionInfo, RedisError, Script, TlsCertifica
 use serde_json::Value;
 
 use super::{
-    Invalidation, Lookup, LookupQuery, NewSession, PatchLimits, PatchOutcome, Session,
+    FeedEvents, Invalidation, Lookup, LookupQuery, NewSession, PatchLimits, PatchOutcome, Session,
     SessionStore, merge_patch, unix_now,
 };
 use crate::config::RedisConfig;
 use crate::error::StoreError;
-use crate::invalidation::encode;
 use crate::metrics::Metrics;
+use feed::{FeedSource, encode};
 
 /// The hash fields of a session that a verification reads, in this order.
 const SESSION_FIELDS: [&str; 4] = ["sub", "data", "exp", "secret"];
@@ -124,17 +125,6 @@ impl Keys {
     }
 }
 
-/// Where and how the invalidation subscriber connects (see [`crate::invalidation`]).
-#[derive(Clone)]
-pub struct SubscriptionSource {
-    /// Every seed node, with credentials and TLS as configured.
-    pub nodes: Vec<ConnectionInfo>,
-    /// PEM roots for TLS nodes (None: the system's roots).
-    pub ca_pem: Option<Vec<u8>>,
-    pub channel: String,
-    pub connect_timeout: Duration,
-}
-
 /// Sessions in a Redis Cluster.
 pub struct RedisStore {
     connection: ClusterConnection,
@@ -144,7 +134,7 @@ pub struct RedisStore {
     call_timeout: Duration,
     /// Session reads go to replicas; a missing session is confirmed on the primary.
     read_from_replicas: bool,
-    subscription: SubscriptionSource,
+    feed_source: FeedSource,
     create_session: Script,
     index_session: Script,
     compare_and_set: Script,
@@ -208,7 +198,7 @@ impl RedisStore {
         let keys = Keys {
             prefix: config.key_prefix.clone(),
         };
-        let subscription = SubscriptionSource {
+        let feed_source = FeedSource {
             nodes,
             ca_pem: config.ca_pem.clone(),
             channel: keys.channel(),
@@ -220,7 +210,7 @@ impl RedisStore {
             metrics,
             call_timeout: config.command_timeout * 4,
             read_from_replicas: config.read_from_replicas,
-            subscription,
+            feed_source,
             create_session: Script::new(CREATE_SESSION),
             index_session: Script::new(INDEX_SESSION),
             compare_and_set: Script::new(COMPARE_AND_SET_DATA),
@@ -228,11 +218,6 @@ impl RedisStore {
             revoke_session_token: Script::new(REVOKE_SESSION_TOKEN),
             revoke_stateless_token: Script::new(REVOKE_STATELESS_TOKEN),
         })
-    }
-
-    /// Where the invalidation subscriber should connect.
-    pub fn subscription_source(&self) -> SubscriptionSource {
-        self.subscription.clone()
     }
 
     /// Runs one Redis call with the outer timeout, and counts it.
@@ -264,7 +249,7 @@ impl RedisStore {
         self.call("session_delete", async {
             self.delete_session
                 .key(&key)
-                .arg(&self.subscription.channel)
+                .arg(&self.feed_source.channel)
                 .arg(&message)
                 .invoke_async(&mut conn)
                 .await
@@ -426,7 +411,7 @@ impl SessionStore for RedisStore {
                         .key(&key)
                         .arg(&version)
                         .arg(&data)
-                        .arg(&self.subscription.channel)
+                        .arg(&self.feed_source.channel)
                         .arg(&message)
                         .invoke_async(&mut conn)
                         .await
@@ -503,7 +488,7 @@ impl SessionStore for RedisStore {
     async fn revoke(&self, jti: &str, sid: Option<&str>, exp: u64) -> Result<(), StoreError> {
         let mut conn = self.connection.clone();
         let message = encode(&Invalidation::TokenRevoked(jti.to_owned()));
-        let channel = &self.subscription.channel;
+        let channel = &self.feed_source.channel;
         let (key, script, first_arg) = match sid {
             Some(sid) => (
                 self.keys.session(sid),
@@ -538,6 +523,10 @@ impl SessionStore for RedisStore {
             })
             .await?;
         Ok(())
+    }
+
+    fn feed(&self) -> FeedEvents {
+        feed::start(self.feed_source.clone())
     }
 }
 

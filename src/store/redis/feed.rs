@@ -1,0 +1,182 @@
+//! The Redis side of the invalidation feed: one SUBSCRIBE connection to any live node, its
+//! keep-alive, resubscription with backoff, and the wire format of the messages.
+//!
+//! Writers PUBLISH a short message (`d <sid>`, `u <sid>`, `r <jti>`) on one channel from the
+//! same Lua script as the write; a Redis Cluster forwards a plain PUBLISH to every node, so a
+//! subscription to any one node hears every change. What the feed hears is handed out as
+//! [`FeedEvent`]s; what the cache does with them is [`crate::invalidation`]'s business.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::store::{FeedEvent, FeedEvents, Invalidation};
+
+/// First pause before resubscribing; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// A subscription that has said nothing for this long is pinged; one that does not answer
+/// within [`PING_TIMEOUT`] is treated as lost (a node can hang without closing its socket).
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+const PING_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The wire form of a change.
+pub fn encode(change: &Invalidation) -> String {
+    match change {
+        Invalidation::SessionDeleted(sid) => format!("d {sid}"),
+        Invalidation::SessionUpdated(sid) => format!("u {sid}"),
+        Invalidation::TokenRevoked(jti) => format!("r {jti}"),
+    }
+}
+
+/// Reads a message; `None` for anything this version does not know.
+pub fn decode(message: &str) -> Option<Invalidation> {
+    let (kind, id) = message.split_once(' ')?;
+    if id.is_empty() {
+        return None;
+    }
+    match kind {
+        "d" => Some(Invalidation::SessionDeleted(id.to_owned())),
+        "u" => Some(Invalidation::SessionUpdated(id.to_owned())),
+        "r" => Some(Invalidation::TokenRevoked(id.to_owned())),
+        _ => None,
+    }
+}
+
+/// Where and how the feed connects.
+#[derive(Clone)]
+pub struct FeedSource {
+    /// Every seed node, with credentials and TLS as configured.
+    pub nodes: Vec<redis::ConnectionInfo>,
+    /// PEM roots for TLS nodes (None: the system's roots).
+    pub ca_pem: Option<Vec<u8>>,
+    pub channel: String,
+    pub connect_timeout: Duration,
+}
+
+/// Starts the feed task and returns its events. The task ends when the receiver is dropped.
+pub fn start(source: FeedSource) -> FeedEvents {
+    let (events, receiver) = mpsc::channel(1024);
+    tokio::spawn(run(source, events));
+    receiver
+}
+
+async fn run(source: FeedSource, events: mpsc::Sender<FeedEvent>) {
+    let mut backoff = FIRST_BACKOFF;
+    let mut node = 0usize;
+    while !source.nodes.is_empty() {
+        let info = &source.nodes[node % source.nodes.len()];
+        node = node.wrapping_add(1);
+        match subscribe(info, &source).await {
+            Ok(pubsub) => {
+                tracing::info!(node = %info.addr(), "invalidation feed subscribed");
+                if events.send(FeedEvent::Subscribed).await.is_err() {
+                    return;
+                }
+                backoff = FIRST_BACKOFF;
+                if listen(pubsub, &events).await.is_err() {
+                    return;
+                }
+                tracing::warn!(
+                    node = %info.addr(),
+                    "invalidation feed lost: cached session decisions will be re-checked"
+                );
+                if events.send(FeedEvent::Lost).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::debug!(node = %info.addr(), %error, "cannot subscribe");
+                if events.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+async fn subscribe(
+    info: &redis::ConnectionInfo,
+    source: &FeedSource,
+) -> Result<redis::aio::PubSub, String> {
+    let client = match &source.ca_pem {
+        Some(ca) => redis::Client::build_with_tls(
+            info.clone(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.clone()),
+            },
+        ),
+        None => redis::Client::open(info.clone()),
+    }
+    .map_err(|e| e.to_string())?;
+    let connect = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(&source.channel).await?;
+        Ok::<_, redis::RedisError>(pubsub)
+    };
+    match tokio::time::timeout(source.connect_timeout * 2, connect).await {
+        Ok(Ok(pubsub)) => Ok(pubsub),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+/// The receiver of the events is gone: the feed stops.
+struct Closed;
+
+/// Hands out messages until the connection ends or stops answering pings.
+async fn listen(
+    pubsub: redis::aio::PubSub,
+    events: &mpsc::Sender<FeedEvent>,
+) -> Result<(), Closed> {
+    let (mut sink, mut stream) = pubsub.split();
+    loop {
+        match tokio::time::timeout(PING_INTERVAL, stream.next()).await {
+            Ok(Some(message)) => {
+                let Ok(text) = message.get_payload::<String>() else {
+                    continue;
+                };
+                if let Some(change) = decode(&text) {
+                    events
+                        .send(FeedEvent::Change(change))
+                        .await
+                        .map_err(|_| Closed)?;
+                }
+            }
+            Ok(None) => return Ok(()),
+            Err(_) => {
+                if events.is_closed() {
+                    return Err(Closed);
+                }
+                let ping = tokio::time::timeout(PING_TIMEOUT, sink.ping::<String>()).await;
+                if !matches!(ping, Ok(Ok(_))) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decode, encode};
+    use crate::store::Invalidation;
+
+    #[test]
+    fn messages_round_trip_and_unknown_ones_are_ignored() {
+        for change in [
+            Invalidation::SessionDeleted("abc".into()),
+            Invalidation::SessionUpdated("abc".into()),
+            Invalidation::TokenRevoked("j-1".into()),
+        ] {
+            assert_eq!(decode(&encode(&change)), Some(change));
+        }
+        assert_eq!(decode("x abc"), None);
+        assert_eq!(decode("d "), None);
+        assert_eq!(decode("garbage"), None);
+    }
+}
