@@ -334,9 +334,10 @@ impl DecisionCache {
     /// The cached decision for `key`, if any, with what to do with it.
     pub async fn get(&self, key: TokenKey) -> Option<(Arc<CachedDecision>, Freshness)> {
         let entry = self.inner.entries.as_ref()?.get(&key).await?;
+        if let Some(reason) = self.rejection(&entry) {
+            return Some((entry, Freshness::Rejected(reason)));
+        }
         let freshness = match entry.state.load(Ordering::Acquire) {
-            SESSION_ENDED => Freshness::Rejected(Reason::SessionInactive),
-            TOKEN_REVOKED => Freshness::Rejected(Reason::Revoked),
             CHANGED => self.recheck_unless_backing_off(&entry),
             _ if entry.depends_on_store() && entry.epoch < self.trust_epoch() => {
                 self.recheck_unless_backing_off(&entry)
@@ -344,6 +345,17 @@ impl DecisionCache {
             _ => Freshness::Trusted,
         };
         Some((entry, freshness))
+    }
+
+    /// Why a decision was rejected since it was made (its session ended or its token was
+    /// revoked), if it was: for an entry just computed, which an invalidation that arrived
+    /// during the computation marked when it was admitted.
+    pub fn rejection(&self, entry: &CachedDecision) -> Option<Reason> {
+        match entry.state.load(Ordering::Acquire) {
+            SESSION_ENDED => Some(Reason::SessionInactive),
+            TOKEN_REVOKED => Some(Reason::Revoked),
+            _ => None,
+        }
     }
 
     fn recheck_unless_backing_off(&self, entry: &CachedDecision) -> Freshness {

@@ -144,6 +144,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SIDECAR_SESSION_KEYS")]
     pub session_keys: bool,
 
+    /// With --session-keys: store lookups per second for `kid`s not seen naming a live session
+    /// lately (unsigned input can name any `kid`; this bounds what it costs the store).
+    #[arg(
+        long,
+        env = "SIDECAR_SESSION_KEY_LOOKUPS_PER_SECOND",
+        default_value_t = 200,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub session_key_lookups_per_second: u32,
+
     /// Largest token accepted, in bytes.
     #[arg(long, env = "SIDECAR_MAX_TOKEN_BYTES", default_value_t = 8 * 1024)]
     pub max_token_bytes: usize,
@@ -311,6 +321,7 @@ pub struct Config {
     /// The HMAC secret, which also signs the tokens the session API issues.
     pub signing_secret: Option<Secret>,
     pub session_keys: bool,
+    pub session_key_lookups_per_second: u32,
     pub session_ttl: Duration,
     pub limits: Limits,
     pub log_format: LogFormat,
@@ -552,6 +563,7 @@ impl Config {
                 admin_token,
                 signing_secret: secret.map(Secret),
                 session_keys: args.session_keys,
+                session_key_lookups_per_second: args.session_key_lookups_per_second,
                 session_ttl: Duration::from_secs(args.session_ttl),
                 limits: Limits {
                     max_token_bytes: args.max_token_bytes,

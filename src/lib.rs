@@ -147,7 +147,9 @@ impl Sidecar {
             cache.clone(),
             Arc::clone(&store),
             Arc::clone(&metrics),
-            config.session_keys,
+            config.session_keys.then(|| {
+                verify::session_keys::SessionKeyGate::new(config.session_key_lookups_per_second)
+            }),
         );
         let app = Arc::new(App {
             verifier,

@@ -33,7 +33,7 @@ pub fn verifier(
         cache.clone(),
         store,
         metrics,
-        false,
+        None,
     );
     (verifier, cache)
 }

@@ -87,7 +87,9 @@ pub fn forward_auth_grant(grant: &Grant) -> HttpResponse {
     if let Some(sid) = &grant.claims.session_id {
         headers.insert(X_AUTH_SESSION_ID, sid.clone());
     }
-    headers.insert(X_AUTH_CLAIMS, grant.claims.payload.clone());
+    if let Some(payload) = &grant.claims.payload {
+        headers.insert(X_AUTH_CLAIMS, payload.clone());
+    }
     if let Some(session) = &grant.session_header {
         headers.insert(X_AUTH_SESSION, session.clone());
     }

@@ -16,7 +16,9 @@ use super::respond::{self, HttpResponse};
 use crate::error::ApiError;
 use crate::mint::random_id;
 use crate::store::{Invalidation, NewSession, PatchLimits, PatchOutcome, Session, unix_now};
-use crate::verify::jwt::{header_safe, json_too_deep, valid_id};
+use crate::verify::jwt::{
+    decode_object, header_safe, json_too_deep, numeric_date, valid_id, valid_subject,
+};
 use crate::{AdminAccess, App};
 
 /// Random bytes in a session id (144 bits, 24 base64url characters).
@@ -43,9 +45,9 @@ pub async fn create(app: &App, request: Request<Incoming>) -> ApiResult {
     authorize(app, &request)?;
     let signer = app.signer.as_ref().ok_or(ApiError::NoSigningKey)?;
     let body: CreateSession = read_json(app, request).await?;
-    if !header_safe(&body.sub) || body.sub.len() > 1024 {
+    if !valid_subject(&body.sub) {
         return Err(ApiError::MalformedBody(
-            "`sub` must be 1 to 1024 characters without control characters".into(),
+            "`sub` must be 1 to 1024 characters without control characters or leading or trailing whitespace".into(),
         ));
     }
     let data = body.data.unwrap_or_else(|| json!({}));
@@ -141,7 +143,7 @@ pub async fn revoke(app: &App, request: Request<Incoming>) -> ApiResult {
     struct RevokeBody {
         token: Option<String>,
         jti: Option<Value>,
-        exp: Option<u64>,
+        exp: Option<Value>,
         sid: Option<String>,
     }
     authorize(app, &request)?;
@@ -149,27 +151,48 @@ pub async fn revoke(app: &App, request: Request<Incoming>) -> ApiResult {
     let (jti, exp, sid) = match body.token {
         Some(token) => {
             // The token is read, not verified: revoking must work for any token that names
-            // a jti, also one that is already invalid for another reason.
-            let claims = unverified_claims(&token, app.limits.max_json_depth)?;
-            let jti = claims.get("jti").cloned();
-            let exp = claims.get("exp").and_then(Value::as_u64);
+            // a jti, also one that is already invalid for another reason. It is read as
+            // strictly as the verifier reads it (unique member names, the same NumericDate).
+            let claims = decode_object(
+                token.split('.').nth(1).unwrap_or_default(),
+                app.limits.max_json_depth,
+            )
+            .map_err(|_| ApiError::MalformedBody("`token` is not a readable JWT".into()))?;
+            let exp = match claims.get("exp") {
+                None => None,
+                Some(exp) => Some(numeric_date(exp).ok_or_else(|| {
+                    ApiError::MalformedBody("the token's `exp` is not a NumericDate".into())
+                })?),
+            };
             let sid = claims.get("sid").and_then(Value::as_str).map(str::to_owned);
-            (jti, exp, sid)
+            (claims.get("jti").cloned(), exp, sid)
         }
-        None => (body.jti, body.exp, body.sid),
+        None => {
+            let exp =
+                match &body.exp {
+                    None => None,
+                    Some(exp) => Some(numeric_date(exp).ok_or_else(|| {
+                        ApiError::MalformedBody("`exp` must be unix seconds".into())
+                    })?),
+                };
+            (body.jti, exp, body.sid)
+        }
     };
     let jti = match jti {
         Some(Value::String(jti)) if valid_id(&jti) => jti,
         Some(_) => return Err(ApiError::MalformedBody("`jti` is not a valid id".into())),
         None => return Err(ApiError::MissingJti),
     };
+    // The session is not needed to find the entry (a token id is deny-listed in one place,
+    // which every verification of a token with that jti reads), but a malformed one is an
+    // error in the request.
     if let Some(sid) = &sid {
         checked_id(sid)?;
     }
     let exp =
         exp.ok_or_else(|| ApiError::MalformedBody("`exp` (unix seconds) is required".into()))?;
     if exp > unix_now() {
-        app.store.revoke(&jti, sid.as_deref(), exp).await?;
+        app.store.revoke(&jti, exp).await?;
     }
     app.apply_locally(Invalidation::TokenRevoked(jti)).await;
     Ok(respond::empty(StatusCode::NO_CONTENT))
@@ -245,22 +268,6 @@ fn session_body(session: &Session) -> Value {
         "data": session.data,
         "expires_at": session.expires_at,
     })
-}
-
-fn unverified_claims(
-    token: &str,
-    max_depth: usize,
-) -> Result<serde_json::Map<String, Value>, ApiError> {
-    use base64::Engine;
-    let malformed = || ApiError::MalformedBody("`token` is not a JWT".into());
-    let segment = token.split('.').nth(1).ok_or_else(malformed)?;
-    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| malformed())?;
-    if json_too_deep(&payload, max_depth) {
-        return Err(ApiError::TooDeep(max_depth));
-    }
-    serde_json::from_slice(&payload).map_err(|_| malformed())
 }
 
 /// Decodes `%XX` escapes of a path segment; `None` when they do not make UTF-8.

@@ -170,7 +170,7 @@ impl SessionStore for MemoryStore {
             .collect())
     }
 
-    async fn revoke(&self, jti: &str, _sid: Option<&str>, exp: u64) -> Result<(), StoreError> {
+    async fn revoke(&self, jti: &str, exp: u64) -> Result<(), StoreError> {
         let now = unix_now();
         let mut tables = self.tables()?;
         tables.sweep(now);

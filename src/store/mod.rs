@@ -2,7 +2,10 @@
 //! live, and the types they exchange.
 //!
 //! [`SessionStore::lookup`] is the only call on the verification path and must cost one round
-//! trip: the session (with its per-session secret) and the `jti` deny-list entry together.
+//! trip: the session (with its per-session secret) and the `jti` deny-list entry, asked at
+//! once. A token id is deny-listed in exactly one place, whatever kind of token carries it, and
+//! every verification of a token with a `jti` reads that place: a revocation cannot be written
+//! where the verifier does not look (SPEC §4, "A revocation is final").
 //! Implementations: [`memory::MemoryStore`] (embedded, one process) and [`redis::RedisStore`]
 //! (Redis Cluster). Stores never touch the cache. A store shared by several sidecars publishes
 //! every change as an [`Invalidation`] *atomically with the write itself*, so that a write that
@@ -119,9 +122,9 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn delete(&self, sid: &str) -> Result<bool, StoreError>;
     /// Deletes every session of a subject; returns the ids deleted.
     async fn delete_subject(&self, sub: &str) -> Result<Vec<String>, StoreError>;
-    /// Deny-lists a token id until `exp` (unix seconds). `sid` is the session the token is
-    /// bound to, when known: the entry then sits next to that session.
-    async fn revoke(&self, jti: &str, sid: Option<&str>, exp: u64) -> Result<(), StoreError>;
+    /// Deny-lists a token id until `until` (unix seconds, at most [`MAX_UNIX_TIME`]), in the
+    /// one place every verification of a token with that `jti` reads, and publishes it.
+    async fn revoke(&self, jti: &str, until: u64) -> Result<(), StoreError>;
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
     /// Starts the store's invalidation feed: the changes every sidecar sharing this store
@@ -129,6 +132,11 @@ pub trait SessionStore: Send + Sync + 'static {
     /// receiver is dropped.
     fn feed(&self) -> FeedEvents;
 }
+
+/// The latest time the sidecar stores or computes with: 9999-12-31T23:59:59Z. A claim beyond it
+/// (`exp: 1e19`) is treated as this, so no clock arithmetic on input can overflow, and Redis
+/// accepts it as an `EXAT`.
+pub const MAX_UNIX_TIME: u64 = 253_402_300_799;
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use crate::config::ClaimRules;
 use crate::error::Reason;
 use crate::keys::KeySet;
+use crate::store::MAX_UNIX_TIME;
 
 /// Longest `sid` or `jti` accepted.
 const MAX_ID_BYTES: usize = 256;
@@ -39,8 +40,9 @@ pub struct VerifiedClaims {
     pub jti: Option<Box<str>>,
     pub exp: u64,
     /// The payload segment as it came: base64url, no padding, of the payload JSON. It is the
-    /// `X-Auth-Claims` header value as it is, and introspection decodes it again.
-    pub payload: HeaderValue,
+    /// `X-Auth-Claims` header value as it is, and introspection decodes it again. `None` for a
+    /// token signed with a per-session key: its claims are not an issuer's word (SPEC §3.3).
+    pub payload: Option<HeaderValue>,
 }
 
 impl VerifiedClaims {
@@ -62,10 +64,19 @@ impl VerifiedClaims {
         Ok(())
     }
 
-    /// The payload as JSON (for introspection; the hot path never parses it).
+    /// Keeps the payload from being passed on as claims (a per-session key signed it).
+    pub fn withhold_payload(&mut self) {
+        self.payload = None;
+    }
+
+    /// The payload as JSON (for introspection; the hot path never parses it): `{}` when it is
+    /// withheld.
     pub fn payload_json(&self) -> Value {
+        let Some(payload) = &self.payload else {
+            return Value::Object(Map::new());
+        };
         URL_SAFE_NO_PAD
-            .decode(self.payload.as_bytes())
+            .decode(payload.as_bytes())
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or(Value::Null)
@@ -99,32 +110,32 @@ impl JwtVerifier {
         &self.keys
     }
 
-    /// Reads the JOSE header without verifying anything.
+    /// Reads the JOSE header without verifying anything. Refused as `malformed`: a header
+    /// that is not one JSON object with unique member names, a `crit` member (no extension is
+    /// understood, RFC 7515 §4.1.11), `b64` other than `true` (RFC 7797), a `kid` that is not a
+    /// string.
     pub fn header(&self, token: &str) -> Result<JoseHeader, Reason> {
-        #[derive(Deserialize)]
-        struct RawHeader {
-            alg: Option<Value>,
-            kid: Option<Value>,
-        }
         let segment = token.split('.').next().ok_or(Reason::Malformed)?;
-        let bytes = URL_SAFE_NO_PAD
-            .decode(segment)
-            .map_err(|_| Reason::Malformed)?;
-        if json_too_deep(&bytes, self.max_json_depth) {
+        let mut header = decode_object(segment, self.max_json_depth)?;
+        if header.contains_key("crit") {
             return Err(Reason::Malformed);
         }
-        let raw: RawHeader = serde_json::from_slice(&bytes).map_err(|_| Reason::Malformed)?;
-        let alg = match raw.alg {
+        if header
+            .get("b64")
+            .is_some_and(|b64| *b64 != Value::Bool(true))
+        {
+            return Err(Reason::Malformed);
+        }
+        let alg = match header.remove("alg") {
             Some(Value::String(name)) => name
                 .parse::<Algorithm>()
                 .map_err(|_| Reason::AlgorithmNotAllowed)?,
-            Some(_) => return Err(Reason::Malformed),
-            None => return Err(Reason::Malformed),
+            Some(_) | None => return Err(Reason::Malformed),
         };
         if !self.keys.allows(alg) {
             return Err(Reason::AlgorithmNotAllowed);
         }
-        let kid = match raw.kid {
+        let kid = match header.remove("kid") {
             Some(Value::String(kid)) => Some(kid),
             Some(_) => return Err(Reason::Malformed),
             None => None,
@@ -171,31 +182,118 @@ impl JwtVerifier {
             .get(&alg)
             .ok_or(Reason::AlgorithmNotAllowed)?;
         let payload_segment = token.split('.').nth(1).ok_or(Reason::Malformed)?;
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload_segment)
-            .map_err(|_| Reason::Malformed)?;
-        if json_too_deep(&payload, self.max_json_depth) {
-            return Err(Reason::Malformed);
-        }
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
+        // Parsed here first, strictly (depth, unique member names), so that jsonwebtoken's
+        // own parse, which keeps the last of duplicate members, cannot see other claims.
+        let claims = decode_object(payload_segment, self.max_json_depth)?;
+        jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
             .map_err(|e| Reason::from(&e))?;
-        claims_from(data.claims, payload_segment)
+        claims_from(claims, payload_segment)
     }
 
     /// The `jti` of a token, read WITHOUT verification: only to ask the store for the deny-list
-    /// entry in the same round trip as the session, before the session's key is known.
-    pub fn unverified_jti(&self, token: &str) -> Option<String> {
-        let segment = token.split('.').nth(1)?;
-        let payload = URL_SAFE_NO_PAD.decode(segment).ok()?;
-        if json_too_deep(&payload, self.max_json_depth) {
-            return None;
-        }
-        #[derive(Deserialize)]
-        struct JtiOnly {
-            jti: Option<String>,
-        }
-        serde_json::from_slice::<JtiOnly>(&payload).ok()?.jti
+    /// entry in the same round trip as the session, before the session's key is known. An
+    /// unreadable payload or a `jti` that is not a valid id is `malformed`, before the store
+    /// is asked anything.
+    pub fn unverified_jti(&self, token: &str) -> Result<Option<Box<str>>, Reason> {
+        let segment = token.split('.').nth(1).ok_or(Reason::Malformed)?;
+        let claims = decode_object(segment, self.max_json_depth)?;
+        optional_id(&claims, "jti")
     }
+}
+
+/// Decodes a base64url JWT segment into one JSON object: at most `max_depth` deep, every
+/// member name unique at every level. Anything else is `malformed`.
+pub fn decode_object(segment: &str, max_depth: usize) -> Result<Map<String, Value>, Reason> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| Reason::Malformed)?;
+    if json_too_deep(&bytes, max_depth) {
+        return Err(Reason::Malformed);
+    }
+    match serde_json::from_slice::<UniqueMembers>(&bytes) {
+        Ok(UniqueMembers(Value::Object(map))) => Ok(map),
+        _ => Err(Reason::Malformed),
+    }
+}
+
+/// A JSON value whose objects have unique member names (a duplicate is a parse error).
+struct UniqueMembers(Value);
+
+impl<'de> Deserialize<'de> for UniqueMembers {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(UniqueMembersVisitor)
+            .map(UniqueMembers)
+    }
+}
+
+struct UniqueMembersVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueMembersVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON without duplicate member names")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueMembers(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = Map::new();
+        while let Some(name) = map.next_key::<String>()? {
+            let UniqueMembers(value) = map.next_value()?;
+            if members.insert(name, value).is_some() {
+                return Err(serde::de::Error::custom("duplicate member name"));
+            }
+        }
+        Ok(Value::Object(members))
+    }
+}
+
+/// A NumericDate claim (RFC 7519 §2) as whole seconds: an integer, or a non-negative finite
+/// number with a fraction (rounded down), never beyond [`MAX_UNIX_TIME`] (`exp: 1e19` is
+/// read as that). `None` for anything else.
+pub fn numeric_date(value: &Value) -> Option<u64> {
+    let seconds = match value {
+        Value::Number(n) => match n.as_u64() {
+            Some(whole) => whole,
+            None => {
+                let f = n.as_f64()?;
+                if !f.is_finite() || f < 0.0 {
+                    return None;
+                }
+                // `as` saturates: 1e300 becomes u64::MAX, then the clamp below.
+                f as u64
+            }
+        },
+        _ => return None,
+    };
+    Some(seconds.min(MAX_UNIX_TIME))
 }
 
 fn validation_for(alg: Algorithm, rules: &ClaimRules) -> Validation {
@@ -224,16 +322,19 @@ fn claims_from(
     payload_segment: &str,
 ) -> Result<VerifiedClaims, Reason> {
     let sub = match claims.get("sub") {
-        Some(Value::String(sub)) if header_safe(sub) => {
+        Some(Value::String(sub)) if valid_subject(sub) => {
             HeaderValue::from_str(sub).map_err(|_| Reason::Malformed)?
         }
-        Some(Value::String(_)) => return Err(Reason::Malformed),
-        _ => return Err(Reason::MissingClaim),
+        None => return Err(Reason::MissingClaim),
+        Some(_) => return Err(Reason::Malformed),
     };
-    let exp = claims
-        .get("exp")
-        .and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)))
-        .ok_or(Reason::MissingClaim)?;
+    if claims.get("iss").is_some_and(|iss| !iss.is_string()) {
+        return Err(Reason::Malformed);
+    }
+    let exp = match claims.get("exp") {
+        None => return Err(Reason::MissingClaim),
+        Some(exp) => numeric_date(exp).ok_or(Reason::Malformed)?,
+    };
     let session_id = match optional_id(&claims, "sid")? {
         Some(sid) => Some(HeaderValue::from_str(&sid).map_err(|_| Reason::Malformed)?),
         None => None,
@@ -243,7 +344,7 @@ fn claims_from(
         session_id,
         jti: optional_id(&claims, "jti")?,
         exp,
-        payload: HeaderValue::from_str(payload_segment).map_err(|_| Reason::Malformed)?,
+        payload: Some(HeaderValue::from_str(payload_segment).map_err(|_| Reason::Malformed)?),
     })
 }
 
@@ -263,6 +364,12 @@ pub fn valid_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_graphic() && !matches!(b, b'{' | b'}' | b'"' | b'\\'))
+}
+
+/// Whether a subject may be one: a header-safe string without leading or trailing whitespace
+/// (a proxy that trims `" admin"` would see another subject), at most 1024 bytes.
+pub fn valid_subject(sub: &str) -> bool {
+    header_safe(sub) && sub.len() <= 1024 && sub.trim() == sub
 }
 
 /// Whether a value can be sent as an HTTP header value as it is (no control characters).

@@ -8,6 +8,7 @@
 
 pub mod extract;
 pub mod jwt;
+pub mod session_keys;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -23,6 +24,7 @@ use crate::error::{Reason, StoreError};
 use crate::metrics::{Metrics, Outcome};
 use crate::store::{Lookup, LookupQuery, Session, SessionStore};
 use jwt::{JwtVerifier, VerifiedClaims};
+use session_keys::{Admission, SessionKeyGate};
 
 /// The decision on one token.
 pub enum Decision {
@@ -82,7 +84,8 @@ pub struct Verifier {
     cache: DecisionCache,
     store: Arc<dyn SessionStore>,
     metrics: Arc<Metrics>,
-    session_keys: bool,
+    /// With `--session-keys`: what unknown `kid`s may cost the store.
+    session_keys: Option<SessionKeyGate>,
 }
 
 impl Verifier {
@@ -91,7 +94,7 @@ impl Verifier {
         cache: DecisionCache,
         store: Arc<dyn SessionStore>,
         metrics: Arc<Metrics>,
-        session_keys: bool,
+        session_keys: Option<SessionKeyGate>,
     ) -> Self {
         Verifier {
             jwt,
@@ -121,7 +124,12 @@ impl Verifier {
                     .get_or_compute(key, self.compute(token, key))
                     .await;
                 match computed {
-                    Ok(entry) => (Verdict::Decided(entry), false),
+                    // An invalidation that arrived while the store was being read has marked
+                    // the entry as it was admitted: it is answered now, not at the next hit.
+                    Ok(entry) => match self.cache.rejection(&entry) {
+                        Some(reason) => (Verdict::Rejected(reason), false),
+                        None => (Verdict::Decided(entry), false),
+                    },
                     Err(_) => (Verdict::Unavailable, false),
                 }
             }
@@ -140,49 +148,83 @@ impl Verifier {
             Err(reason) => return Ok(self.deny(reason, key, epoch)),
         };
         self.metrics.signature_check();
-        if self.session_keys
+        if let Some(gate) = &self.session_keys
             && header.alg.family() == AlgorithmFamily::Hmac
             && let Some(kid) = header.kid.as_deref()
         {
-            // Per-session keys: the secret lives in the session, so the store is asked first.
-            if !jwt::valid_id(kid) {
-                return Ok(self.deny(Reason::Malformed, key, epoch));
-            }
-            let jti = self.jwt.unverified_jti(token);
-            let query = LookupQuery {
-                sid: Some(kid),
-                jti: jti.as_deref(),
-            };
-            let lookup = self.store.lookup(query).await?;
-            let Some(secret) = lookup.session.as_ref().and_then(|s| s.secret.as_deref()) else {
-                return Ok(self.deny(Reason::SessionInactive, key, epoch));
-            };
-            let Ok(secret) = URL_SAFE_NO_PAD.decode(secret) else {
-                return Ok(self.deny(Reason::UnknownKey, key, epoch));
-            };
-            let mut claims = match self.jwt.verify_with_session_secret(token, &header, &secret) {
-                Ok(claims) => claims,
-                Err(reason) => return Ok(self.deny(reason, key, epoch)),
-            };
-            match claims.sid() {
-                Some(sid) if sid != kid => return Ok(self.deny(Reason::Malformed, key, epoch)),
-                Some(_) => {}
-                None => {
-                    if let Err(reason) = claims.set_sid(kid) {
-                        return Ok(self.deny(reason, key, epoch));
-                    }
-                }
-            }
-            if claims.jti.as_deref() != jti.as_deref() {
-                return Ok(self.deny(Reason::Malformed, key, epoch));
-            }
-            return Ok(self.decide(claims, lookup, key, epoch));
+            return self
+                .compute_session_keyed(token, &header, kid, gate, key, epoch)
+                .await;
         }
         let claims = match self.jwt.verify(token, &header) {
             Ok(claims) => claims,
             Err(reason) => return Ok(self.deny(reason, key, epoch)),
         };
         let lookup = self.lookup_for(&claims).await?;
+        Ok(self.decide(claims, lookup, key, epoch))
+    }
+
+    /// A token whose `kid` is a session id, signed with that session's own secret: the store is
+    /// asked first (the key lives there), but only for well-formed ids and within the gate's
+    /// bounds. Whoever holds the secret can sign any claims, so the subject is the session's
+    /// and the payload is never passed on as the issuer's claims (SPEC §3.3).
+    async fn compute_session_keyed(
+        &self,
+        token: &str,
+        header: &jwt::JoseHeader,
+        kid: &str,
+        gate: &SessionKeyGate,
+        key: TokenKey,
+        epoch: u64,
+    ) -> Result<CachedDecision, StoreError> {
+        if !jwt::valid_id(kid) {
+            return Ok(self.deny(Reason::Malformed, key, epoch));
+        }
+        let jti = match self.jwt.unverified_jti(token) {
+            Ok(jti) => jti,
+            Err(reason) => return Ok(self.deny(reason, key, epoch)),
+        };
+        match gate.admit(kid) {
+            Admission::Ask => {}
+            Admission::KnownAbsent => return Ok(self.deny(Reason::SessionInactive, key, epoch)),
+            // Not cached: the same token may pass once the budget refills.
+            Admission::OverBudget => return Ok(self.deny_uncached(Reason::UnknownKey, key, epoch)),
+        }
+        let query = LookupQuery {
+            sid: Some(kid),
+            jti: jti.as_deref(),
+        };
+        let lookup = self.store.lookup(query).await?;
+        gate.record(kid, lookup.session.is_some());
+        let Some(session) = lookup.session.as_ref() else {
+            return Ok(self.deny(Reason::SessionInactive, key, epoch));
+        };
+        let Some(secret) = session.secret.as_deref() else {
+            return Ok(self.deny(Reason::UnknownKey, key, epoch));
+        };
+        let Ok(secret) = URL_SAFE_NO_PAD.decode(secret) else {
+            return Ok(self.deny(Reason::UnknownKey, key, epoch));
+        };
+        let mut claims = match self.jwt.verify_with_session_secret(token, header, &secret) {
+            Ok(claims) => claims,
+            Err(reason) => return Ok(self.deny(reason, key, epoch)),
+        };
+        if claims.sub() != session.sub {
+            return Ok(self.deny(Reason::Malformed, key, epoch));
+        }
+        match claims.sid() {
+            Some(sid) if sid != kid => return Ok(self.deny(Reason::Malformed, key, epoch)),
+            Some(_) => {}
+            None => {
+                if let Err(reason) = claims.set_sid(kid) {
+                    return Ok(self.deny(reason, key, epoch));
+                }
+            }
+        }
+        if claims.jti != jti {
+            return Ok(self.deny(Reason::Malformed, key, epoch));
+        }
+        claims.withhold_payload();
         Ok(self.decide(claims, lookup, key, epoch))
     }
 
@@ -243,20 +285,32 @@ impl Verifier {
         if let Some(session) = &session {
             until = until.min(until_unix(session.expires_at));
         }
-        let deadline = Instant::now() + until.min(self.cache.ttl());
+        let now = Instant::now();
+        let deadline = now.checked_add(until.min(self.cache.ttl())).unwrap_or(now);
         CachedDecision::new(Decision::Grant(Box::new(grant)), key, deadline, epoch)
     }
 
+    /// A rejection that is answered but not kept: it expires as it is made.
+    fn deny_uncached(&self, reason: Reason, key: TokenKey, epoch: u64) -> CachedDecision {
+        CachedDecision::new(Decision::Deny(reason), key, Instant::now(), epoch)
+    }
+
     fn deny(&self, reason: Reason, key: TokenKey, epoch: u64) -> CachedDecision {
-        let deadline = Instant::now() + self.cache.ttl().min(NEGATIVE_TTL);
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(self.cache.ttl().min(NEGATIVE_TTL))
+            .unwrap_or(now);
         CachedDecision::new(Decision::Deny(reason), key, deadline, epoch)
     }
 }
 
-/// Time from now until a Unix timestamp (zero when it has passed).
+/// Time from now until a Unix timestamp (zero when it has passed). Never overflows: a time
+/// beyond what the clock can hold is as far as it can hold ([`crate::store::MAX_UNIX_TIME`]).
 fn until_unix(at: u64) -> Duration {
-    (UNIX_EPOCH + Duration::from_secs(at))
-        .duration_since(SystemTime::now())
+    let at = at.min(crate::store::MAX_UNIX_TIME);
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(at))
+        .and_then(|when| when.duration_since(SystemTime::now()).ok())
         .unwrap_or(Duration::ZERO)
 }
 

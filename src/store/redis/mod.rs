@@ -5,15 +5,18 @@
 //!
 //! | key | type | holds | expires |
 //! | --- | --- | --- | --- |
-//! | `P:{<sid>}:s` | hash | `sub`, `data` (JSON), `exp`, `v` (version), `secret` (per-session key), `deny:<jti>` (revoked tokens of this session) | with the session |
-//! | `P:{<jti>}:deny` | string | deny-list entry of a stateless token | with the token |
-//! | `P:{u:<sub>}:sids` | set | ids of the subject's sessions (log out everywhere) | with its longest session |
+//! | `P:{<sid>}:s` | hash | `sub`, `data` (JSON), `exp`, `v` (version), `secret` (per-session key) | with the session |
+//! | `P:{<jti>}:deny` | string | deny-list entry of a token id, whatever kind of token carries it | with the token |
+//! | `P:{u:<sub>}:sessions` | sorted set | ids of the subject's sessions, scored by their end; ended ones dropped at each new session (log out everywhere) | with its longest session |
 //!
-//! `P` is `--redis-key-prefix`. Everything a verification miss needs is in one key: the session
-//! and the deny-list entries of its tokens are fields of one hash, so a miss is one `HMGET`, a
-//! single command that the client routes and redirects (MOVED/ASK) like any other. (A pipeline
-//! over two keys of one slot would be one round trip too, but redis-rs 1.8 does not follow ASK
-//! for pipelines, so a slot in migration would fail verifications.)
+//! `P` is `--redis-key-prefix`. A token id is deny-listed in one place only, so a revocation
+//! never depends on knowing what kind of token carries the id (a request `{"jti","exp"}` cannot
+//! know whether its token is bound to a session). A verification miss therefore reads the
+//! session hash *and*, for a token with a `jti`, its deny key: two single-key commands sent at
+//! once (one round trip of latency), each routed and redirected (MOVED/ASK) by the client on
+//! its own. (A pipeline cannot do it: the keys sit in different slots, and redis-rs 1.8 does
+//! not follow ASK for pipelines anyway.) Deny keys are always read on the primary, also with
+//! `--redis-read-from-replicas`: a replica that lags must not un-revoke a token.
 //! Every write that other sidecars must hear about (patch, delete, revoke) is a Lua script
 //! that also PUBLISHes the change on `P:invalidations`, so a write that succeeded was always
 //! announced. A Redis Cluster broadcasts a plain PUBLISH to every node; [`feed`] subscribes.
@@ -32,19 +35,23 @@ use redis::{ConnectionInfo, IntoConnectionInfo, RedisError, Script, TlsCertifica
 use serde_json::Value;
 
 use super::{
-    FeedEvents, Invalidation, Lookup, LookupQuery, NewSession, PatchLimits, PatchOutcome, Session,
-    SessionStore, merge_patch, unix_now,
+    FeedEvents, Invalidation, Lookup, LookupQuery, MAX_UNIX_TIME, NewSession, PatchLimits,
+    PatchOutcome, Session, SessionStore, merge_patch, unix_now,
 };
 use crate::config::RedisConfig;
 use crate::error::StoreError;
 use crate::metrics::Metrics;
 use feed::{FeedSource, encode};
+use futures_util::StreamExt;
 
 /// The hash fields of a session that a verification reads, in this order.
 const SESSION_FIELDS: [&str; 4] = ["sub", "data", "exp", "secret"];
 
 /// Most attempts at a compare-and-set patch before answering `409 contended`.
 const MAX_PATCH_ATTEMPTS: u32 = 200;
+
+/// Session deletions of one log-out-everywhere in flight at once.
+const SUBJECT_DELETIONS_IN_FLIGHT: usize = 16;
 
 /// Writes a new session and its expiry atomically.
 const CREATE_SESSION: &str = r#"
@@ -54,14 +61,16 @@ redis.call('EXPIREAT', KEYS[1], ARGV[3])
 return 1
 "#;
 
-/// Adds a session id to its subject's index and makes the index live as long as its longest
-/// session (EXPIRETIME: -1 no expiry, -2 no key).
+/// Adds a session id to its subject's index, scored by the session's end, drops the ids of
+/// sessions that have ended (by the server's clock), and makes the index live as long as its
+/// longest session. The index of a subject who logs in every day stays as small as the
+/// sessions that are alive.
 const INDEX_SESSION: &str = r#"
-redis.call('SADD', KEYS[1], ARGV[1])
-local current = redis.call('EXPIRETIME', KEYS[1])
-if current >= 0 and current < tonumber(ARGV[2]) or current == -1 then
-  redis.call('EXPIREAT', KEYS[1], ARGV[2])
-end
+local now = redis.call('TIME')[1]
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local longest = redis.call('ZRANGE', KEYS[1], 0, 0, 'REV', 'WITHSCORES')
+redis.call('EXPIREAT', KEYS[1], longest[2])
 return 1
 "#;
 
@@ -77,20 +86,14 @@ redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 "#;
 
-/// Deny-lists a token of a live session (a field of the session hash, gone with the session)
-/// and publishes the revocation. A session that is already gone needs no entry: its tokens
-/// are dead anyway.
-const REVOKE_SESSION_TOKEN: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], ARGV[1], '1')
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
+/// Deny-lists a token id until its `exp` (never shortening an entry already there) and
+/// publishes the revocation.
+const REVOKE_TOKEN: &str = r#"
+local deny_until = tonumber(ARGV[1])
+local current = redis.call('EXPIRETIME', KEYS[1])
+if current < deny_until then
+  redis.call('SET', KEYS[1], '1', 'EXAT', deny_until)
 end
-return 1
-"#;
-
-/// Deny-lists a stateless token until its `exp` and publishes the revocation.
-const REVOKE_STATELESS_TOKEN: &str = r#"
-redis.call('SET', KEYS[1], '1', 'EXAT', ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 "#;
@@ -114,11 +117,11 @@ impl Keys {
     fn session(&self, sid: &str) -> String {
         format!("{}:{{{sid}}}:s", self.prefix)
     }
-    fn stateless_deny(&self, jti: &str) -> String {
+    fn deny(&self, jti: &str) -> String {
         format!("{}:{{{jti}}}:deny", self.prefix)
     }
     fn subject(&self, sub: &str) -> String {
-        format!("{}:{{u:{sub}}}:sids", self.prefix)
+        format!("{}:{{u:{sub}}}:sessions", self.prefix)
     }
     fn channel(&self) -> String {
         format!("{}:invalidations", self.prefix)
@@ -139,8 +142,7 @@ pub struct RedisStore {
     index_session: Script,
     compare_and_set: Script,
     delete_session: Script,
-    revoke_session_token: Script,
-    revoke_stateless_token: Script,
+    revoke_token: Script,
 }
 
 impl RedisStore {
@@ -215,8 +217,7 @@ impl RedisStore {
             index_session: Script::new(INDEX_SESSION),
             compare_and_set: Script::new(COMPARE_AND_SET_DATA),
             delete_session: Script::new(DELETE_SESSION),
-            revoke_session_token: Script::new(REVOKE_SESSION_TOKEN),
-            revoke_stateless_token: Script::new(REVOKE_STATELESS_TOKEN),
+            revoke_token: Script::new(REVOKE_TOKEN),
         })
     }
 
@@ -265,7 +266,7 @@ impl RedisStore {
         let key = self.keys.subject(sub);
         let removed: Result<i64, _> = self
             .call("subject_index", async {
-                redis::cmd("SREM")
+                redis::cmd("ZREM")
                     .arg(&key)
                     .arg(sids)
                     .query_async(&mut conn)
@@ -275,6 +276,50 @@ impl RedisStore {
         if let Err(error) = removed {
             tracing::debug!(%error, "could not update a subject's session index");
         }
+    }
+
+    /// The session a verification needs, from a replica when configured (a session the replica
+    /// lacks is confirmed on the primary: only the primary may say it does not exist).
+    async fn read_session_for_lookup(&self, sid: &str) -> Result<Option<Session>, StoreError> {
+        let mut conn = self.connection.clone();
+        let key = self.keys.session(sid);
+        let mut command = redis::cmd("HMGET");
+        command.arg(&key).arg(&SESSION_FIELDS);
+        let mut fields: Vec<Option<String>> = self
+            .call("lookup", async { command.query_async(&mut conn).await })
+            .await?;
+        if self.read_from_replicas && fields.first().is_some_and(Option::is_none) {
+            let reply = self
+                .call("lookup_primary", async {
+                    conn.route_command(command.clone(), on_primary(&key)).await
+                })
+                .await?;
+            fields =
+                redis::from_redis_value(reply).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        }
+        session_from_fields(sid, fields)
+    }
+
+    /// Whether a token id is deny-listed, asked of the primary of its slot.
+    async fn is_denied(&self, jti: &str) -> Result<bool, StoreError> {
+        let mut conn = self.connection.clone();
+        let key = self.keys.deny(jti);
+        let exists: i64 = if self.read_from_replicas {
+            let mut command = redis::cmd("EXISTS");
+            command.arg(&key);
+            let reply = self
+                .call("lookup", async {
+                    conn.route_command(command, on_primary(&key)).await
+                })
+                .await?;
+            redis::from_redis_value(reply).map_err(|e| StoreError::Corrupt(e.to_string()))?
+        } else {
+            self.call("lookup", async {
+                redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await
+            })
+            .await?
+        };
+        Ok(exists > 0)
     }
 
     async fn read_session(&self, sid: &str) -> Result<Option<(Session, String)>, StoreError> {
@@ -302,52 +347,23 @@ impl RedisStore {
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn lookup(&self, query: LookupQuery<'_>) -> Result<Lookup, StoreError> {
-        let mut conn = self.connection.clone();
-        match (query.sid, query.jti) {
-            (Some(sid), jti) => {
-                let key = self.keys.session(sid);
-                let mut command = redis::cmd("HMGET");
-                command.arg(&key).arg(&SESSION_FIELDS);
-                if let Some(jti) = jti {
-                    command.arg(deny_field(jti));
-                }
-                let mut fields: Vec<Option<String>> = self
-                    .call("lookup", async { command.query_async(&mut conn).await })
-                    .await?;
-                if self.read_from_replicas && fields.first().is_some_and(Option::is_none) {
-                    // No session on the replica: it may just not have the write yet (a session
-                    // created a moment ago). Only the primary may say a session does not exist.
-                    let primary = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
-                        Route::with_key(&key, SlotAddr::Master),
-                    ));
-                    let reply = self
-                        .call("lookup_primary", async {
-                            conn.route_command(command.clone(), primary).await
-                        })
-                        .await?;
-                    fields = redis::from_redis_value(reply)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                }
-                let revoked = jti.is_some() && fields.pop().flatten().is_some();
-                Ok(Lookup {
-                    session: session_from_fields(sid, fields)?,
-                    revoked,
-                })
+        let session = async {
+            match query.sid {
+                Some(sid) => self.read_session_for_lookup(sid).await,
+                None => Ok(None),
             }
-            (None, Some(jti)) => {
-                let key = self.keys.stateless_deny(jti);
-                let exists: i64 = self
-                    .call("lookup", async {
-                        redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await
-                    })
-                    .await?;
-                Ok(Lookup {
-                    session: None,
-                    revoked: exists > 0,
-                })
+        };
+        let revoked = async {
+            match query.jti {
+                Some(jti) => self.is_denied(jti).await,
+                None => Ok(false),
             }
-            (None, None) => Ok(Lookup::default()),
-        }
+        };
+        let (session, revoked) = tokio::join!(session, revoked);
+        Ok(Lookup {
+            session: session?,
+            revoked: revoked?,
+        })
     }
 
     async fn create(&self, session: NewSession) -> Result<(), StoreError> {
@@ -444,8 +460,10 @@ impl SessionStore for RedisStore {
         let subject_key = self.keys.subject(sub);
         let sids: Vec<String> = self
             .call("subject_index", async {
-                redis::cmd("SMEMBERS")
+                redis::cmd("ZRANGE")
                     .arg(&subject_key)
+                    .arg(0)
+                    .arg(-1)
                     .query_async(&mut conn)
                     .await
             })
@@ -453,13 +471,16 @@ impl SessionStore for RedisStore {
         if sids.is_empty() {
             return Ok(Vec::new());
         }
-        // Each session sits in its own slot: one call per session, all in flight at once.
-        let deletions = sids.iter().map(|sid| async move {
-            self.delete_one(sid)
-                .await
-                .map(|sub| (sid.clone(), sub.is_some()))
+        // Each session sits in its own slot: one call per session, a bounded number in flight
+        // (a subject with thousands of sessions must not open thousands of requests at once).
+        let deletions = sids.clone().into_iter().map(|sid| async move {
+            let ended = self.delete_one(&sid).await;
+            ended.map(|sub| (sid, sub.is_some()))
         });
-        let results = futures_util::future::join_all(deletions).await;
+        let results: Vec<_> = futures_util::stream::iter(deletions)
+            .buffer_unordered(SUBJECT_DELETIONS_IN_FLIGHT)
+            .collect()
+            .await;
         let mut deleted = Vec::with_capacity(sids.len());
         let mut first_error = None;
         for result in results {
@@ -485,28 +506,17 @@ impl SessionStore for RedisStore {
         }
     }
 
-    async fn revoke(&self, jti: &str, sid: Option<&str>, exp: u64) -> Result<(), StoreError> {
+    async fn revoke(&self, jti: &str, until: u64) -> Result<(), StoreError> {
         let mut conn = self.connection.clone();
+        let key = self.keys.deny(jti);
         let message = encode(&Invalidation::TokenRevoked(jti.to_owned()));
-        let channel = &self.feed_source.channel;
-        let (key, script, first_arg) = match sid {
-            Some(sid) => (
-                self.keys.session(sid),
-                &self.revoke_session_token,
-                deny_field(jti),
-            ),
-            None => (
-                self.keys.stateless_deny(jti),
-                &self.revoke_stateless_token,
-                exp.to_string(),
-            ),
-        };
+        let until = until.min(MAX_UNIX_TIME);
         let _: i64 = self
             .call("revoke", async {
-                script
+                self.revoke_token
                     .key(&key)
-                    .arg(&first_arg)
-                    .arg(channel)
+                    .arg(until)
+                    .arg(&self.feed_source.channel)
                     .arg(&message)
                     .invoke_async(&mut conn)
                     .await
@@ -530,12 +540,14 @@ impl SessionStore for RedisStore {
     }
 }
 
-/// The session-hash field that deny-lists one of its tokens.
-fn deny_field(jti: &str) -> String {
-    format!("deny:{jti}")
+/// Routes a command to the primary of `key`'s slot.
+fn on_primary(key: &str) -> RoutingInfo {
+    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(
+        key,
+        SlotAddr::Master,
+    )))
 }
 
-/// A seed URL with the configured credentials and TCP_NODELAY.
 fn node_info(url: &str, config: &RedisConfig) -> Result<ConnectionInfo, StoreError> {
     let info = url
         .into_connection_info()
