@@ -175,6 +175,10 @@ sidecar.native, for `initContainers:`; it then carries `restartPolicy: Always`).
     {{- end }}
     containers:
       - name: my-app
+        env:
+          {{- include "session-sidecar.appEnv" (index .Subcharts "session-sidecar") | nindent 10 }}
+        volumeMounts:
+          {{- include "session-sidecar.appVolumeMounts" (index .Subcharts "session-sidecar") | nindent 10 }}
         ...
     volumes:
       {{- include "session-sidecar.volumes" (index .Subcharts "session-sidecar") | nindent 6 }}
