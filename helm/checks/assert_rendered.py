@@ -5,7 +5,7 @@ kubernetes-validate proves that each object is well-formed; this proves that the
 together and say what the sidecar needs:
 
   python3 assert_rendered.py manifests RENDERED.yaml PROFILE PROJECT_README
-      PROFILE is default, full or embed (which values file produced RENDERED.yaml).
+      PROFILE is default, full, embed or admin-off (which values file produced RENDERED.yaml).
   python3 assert_rendered.py schema-sync values.yaml values.schema.json
       every key of values.yaml is declared in the schema, and the schema declares nothing else.
   python3 assert_rendered.py values-refs CHART_DIR
@@ -16,12 +16,26 @@ together and say what the sidecar needs:
 Prints one line per failed assertion and a count; exits 1 when any failed.
 """
 
+import base64
 import re
 import sys
 
 import yaml
 
 SECRETS_DIR = "/etc/session-sidecar/secrets"
+ADMIN_FILE = SECRETS_DIR + "/admin/token"
+APP_ADMIN_ENV = "SESSION_SIDECAR_ADMIN_TOKEN_FILE"
+# What each profile's values make of the session API's credential (adminToken): the Secret, its
+# key, whether the chart generates it, the app container that mounts it and where. None: off.
+ADMIN = {
+    "default": {"secret": "t-session-sidecar-admin", "key": "admin-token", "generated": True,
+                "app": "app", "dir": "/var/run/session-sidecar/admin"},
+    "full": {"secret": "session-sidecar-admin", "key": "token", "generated": False,
+             "app": "shop", "dir": "/run/secrets/session-sidecar"},
+    "embed": {"secret": "t-session-sidecar-admin", "key": "admin-token", "generated": True,
+              "app": "shop", "dir": "/var/run/session-sidecar/admin"},
+    "admin-off": None,
+}
 failures = []
 passed = 0
 
@@ -180,6 +194,93 @@ def check_wiring(objs):
             check(meta.get("annotations", {}).get("helm.sh/hook") == "test", f"{o}: a bare pod that is not a helm test hook")
 
 
+def secret_values(obj):
+    """Decoded data of a rendered Secret (bytes)."""
+    out = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
+    out.update({k: v.encode() for k, v in (obj.get("stringData") or {}).items()})
+    return out
+
+
+def check_generated_secrets(objs):
+    """The HMAC secrets the chart generates are ones the sidecar accepts: at least 32 bytes."""
+    for o in objs:
+        if o["kind"] == "Secret" and o["metadata"]["name"].endswith("-jwt"):
+            for k, v in secret_values(o).items():
+                check(len(v.rstrip(b"\r\n")) >= 32,
+                      f'Secret/{o["metadata"]["name"]}: {k} is {len(v)} bytes, the sidecar needs at least 32')
+
+
+def check_admin(objs, want):
+    """The session API's credential: a Secret, mounted read-only into the sidecar (with
+    SIDECAR_ADMIN_TOKEN_FILE) and into the app container alone (with SESSION_SIDECAR_ADMIN_TOKEN_FILE);
+    with adminToken.enabled=false, none of it."""
+    admin_secrets = [o for o in objs if o["kind"] == "Secret" and o["metadata"]["name"].endswith("-admin")]
+    for owner, spec, c, _is_init in sidecars(objs):
+        env = env_of(c)
+        volumes = {v["name"]: v for v in spec.get("volumes", []) or []}
+        projected = [
+            (s["secret"]["name"], i["key"])
+            for v in volumes.values()
+            for s in v.get("projected", {}).get("sources", [])
+            if "secret" in s
+            for i in s["secret"].get("items", [])
+            if i["path"] == "admin/token"
+        ]
+        containers = (spec.get("initContainers") or []) + spec.get("containers", [])
+        # Every container that mounts a volume made of the credential's Secret, and where.
+        mounting = {}
+        for ct in containers:
+            for m in ct.get("volumeMounts", []):
+                v = volumes.get(m["name"], {})
+                if want and v.get("secret", {}).get("secretName") == want["secret"]:
+                    mounting[ct["name"]] = (m, v)
+        app = next((ct for ct in spec.get("containers", []) if ct["name"] == (want or {}).get("app")), None)
+        if want is None:
+            check("SIDECAR_ADMIN_TOKEN_FILE" not in env, f"{owner}: adminToken.enabled=false still sets SIDECAR_ADMIN_TOKEN_FILE")
+            check(not projected, f"{owner}: adminToken.enabled=false still projects admin/token into the sidecar")
+            check(not any(APP_ADMIN_ENV in env_of(ct) for ct in containers),
+                  f"{owner}: adminToken.enabled=false still gives a container {APP_ADMIN_ENV}")
+            check(not any(m["name"].endswith("-admin-token") for ct in containers for m in ct.get("volumeMounts", [])),
+                  f"{owner}: adminToken.enabled=false still mounts an admin-token volume")
+            check(not any(n.endswith("-admin-token") for n in volumes), f"{owner}: adminToken.enabled=false still has an admin-token volume")
+            continue
+        name = f'{owner} container {c["name"]}'
+        check(env.get("SIDECAR_ADMIN_TOKEN_FILE") == ADMIN_FILE, f"{name}: SIDECAR_ADMIN_TOKEN_FILE is {env.get('SIDECAR_ADMIN_TOKEN_FILE')!r}, not {ADMIN_FILE}")
+        check(projected == [(want["secret"], want["key"])],
+              f"{name}: admin/token of the secrets volume comes from {projected}, not [({want['secret']!r}, {want['key']!r})]")
+        # check_sidecar proves that the secrets volume is mounted read-only at SECRETS_DIR.
+        if check(app is not None, f'{owner}: no app container {want["app"]}'):
+            app_env = env_of(app)
+            path = want["dir"] + "/admin-token"
+            check(app_env.get(APP_ADMIN_ENV) == path, f'{owner} container {app["name"]}: {APP_ADMIN_ENV} is {app_env.get(APP_ADMIN_ENV)!r}, not {path!r}')
+            check(app_env.get("SESSION_SIDECAR_URL", "").startswith("http://127.0.0.1:"),
+                  f'{owner} container {app["name"]}: SESSION_SIDECAR_URL is not the sidecar on loopback')
+            m, v = mounting.get(app["name"], (None, None))
+            if check(m is not None, f'{owner} container {app["name"]}: the credential is not mounted'):
+                check(m["mountPath"] == want["dir"] and m.get("readOnly") is True and "subPath" not in m,
+                      f'{owner} container {app["name"]}: the credential mount is {m}, not read-only at {want["dir"]}')
+                check(v["secret"].get("items") == [{"key": want["key"], "path": "admin-token"}],
+                      f'{owner}: the app\'s credential volume holds {v["secret"].get("items")}, not {want["key"]} as admin-token')
+                check(v["secret"].get("defaultMode") == 0o444, f"{owner}: the app's credential volume is not mode 0444")
+        # Nothing but the app gets the credential's own volume (the sidecar reads its projected copy).
+        check(set(mounting) <= {want["app"]}, f"{owner}: containers other than {want['app']} mount the credential: {sorted(mounting)}")
+    if want is None:
+        check(not admin_secrets, f"adminToken.enabled=false still renders {[o['metadata']['name'] for o in admin_secrets]}")
+        return
+    generated = [o for o in admin_secrets if o["metadata"]["name"] == want["secret"]]
+    if want["generated"]:
+        if check(len(generated) == 1, f'no generated Secret {want["secret"]}'):
+            data = secret_values(generated[0])
+            value = data.get(want["key"])
+            if check(value is not None, f'Secret {want["secret"]} has no key {want["key"]} ({sorted(data)})'):
+                check(value != b"" and not re.search(rb"\s", value),
+                      f'Secret {want["secret"]}: the credential is empty or holds whitespace, which the sidecar refuses')
+                check(re.fullmatch(rb"[A-Za-z0-9]{48}", value) is not None,
+                      f'Secret {want["secret"]}: the credential is not 48 random alphanumeric characters')
+    else:
+        check(not admin_secrets, f"adminToken.create=false still renders {[o['metadata']['name'] for o in admin_secrets]}")
+
+
 def profile_checks(objs, profile):
     found = sidecars(objs)
     check(len(found) == 1, f"expected one sidecar container, found {len(found)}")
@@ -241,6 +342,10 @@ def profile_checks(objs, profile):
         check(not any(o["kind"] == "Deployment" and "session-sidecar" in o["metadata"]["name"] for o in objs),
               "embed: the demo Deployment is rendered although app.enabled=false")
         check(env.get("SIDECAR_REDIS_NODES", "").startswith("redis://"), "embed: the parent's redis.nodes did not reach the sidecar")
+    elif profile == "admin-off":
+        check(env.get("SIDECAR_LISTEN", "").startswith("127.0.0.1:"), "admin-off: without a credential the API must stay on loopback")
+        check(any(o["kind"] == "Secret" and o["metadata"]["name"].endswith("-jwt") for o in objs),
+              "admin-off: the JWT Secret went away with the admin credential")
 
 
 def manifests(path, profile, readme):
@@ -250,6 +355,9 @@ def manifests(path, profile, readme):
     for owner, spec, c, is_init in sidecars(objs):
         check_sidecar(owner, spec, c, is_init, documented)
     check_wiring(objs)
+    check_generated_secrets(objs)
+    check(profile in ADMIN, f"unknown profile {profile}")
+    check_admin(objs, ADMIN.get(profile))
     profile_checks(objs, profile)
 
 

@@ -81,6 +81,61 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/*
+The HMAC secret's value in an existing Secret (base64, as `lookup` returns `.data`), when it is
+one the sidecar accepts: at least 32 bytes once trailing newlines are dropped (the sidecar's own
+rule, RFC 7518 §3.2). "" otherwise. Takes (dict "data" <Secret .data or nil> "key" <key>).
+*/}}
+{{- define "session-sidecar.usableHmacSecret" -}}
+{{- $v := index (.data | default dict) .key | default "" -}}
+{{- if ge (len (regexReplaceAll "[\r\n]+$" (b64dec $v) "")) 32 }}{{ $v }}{{ end -}}
+{{- end }}
+
+{{/* Name of the Secret the chart generates for the admin credential (adminToken.create). */}}
+{{- define "session-sidecar.generatedAdminTokenSecretName" -}}
+{{- printf "%s-admin" (include "session-sidecar.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* "true" when the chart must generate the admin credential's Secret. */}}
+{{- define "session-sidecar.generatesAdminToken" -}}
+{{- if and .Values.adminToken.enabled .Values.adminToken.create }}true{{ end }}
+{{- end }}
+
+{{/* Name of the Secret that holds the admin credential, or "" when the session API is off. */}}
+{{- define "session-sidecar.adminTokenSecretName" -}}
+{{- if include "session-sidecar.generatesAdminToken" . }}
+{{- include "session-sidecar.generatedAdminTokenSecretName" . }}
+{{- else if .Values.adminToken.enabled }}
+{{- .Values.adminToken.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{/*
+The admin credential's value in an existing Secret (base64), when the sidecar accepts it:
+non-empty and without whitespace once trailing newlines are dropped (a bearer token is one
+word). "" otherwise. Takes (dict "data" <Secret .data or nil> "key" <key>).
+*/}}
+{{- define "session-sidecar.usableAdminToken" -}}
+{{- $v := index (.data | default dict) .key | default "" -}}
+{{- $text := regexReplaceAll "[\r\n]+$" (b64dec $v) "" -}}
+{{- if and $text (not (regexMatch "\\s" $text)) }}{{ $v }}{{ end -}}
+{{- end }}
+
+{{/* File name of the admin credential in the app container, under adminToken.appMountPath. */}}
+{{- define "session-sidecar.adminTokenFileName" -}}
+admin-token
+{{- end }}
+
+{{/*
+Path at which the app container reads the admin credential (with session-sidecar.appVolumeMounts),
+e.g. `/var/run/session-sidecar/admin/admin-token`; "" when the session API is off.
+*/}}
+{{- define "session-sidecar.adminTokenAppPath" -}}
+{{- if include "session-sidecar.adminTokenSecretName" . }}
+{{- printf "%s/%s" (.Values.adminToken.appMountPath | trimSuffix "/") (include "session-sidecar.adminTokenFileName" .) }}
+{{- end }}
+{{- end }}
+
 {{/* Where the secrets volume is mounted in the sidecar container. */}}
 {{- define "session-sidecar.secretsDir" -}}
 /etc/session-sidecar/secrets
@@ -120,6 +175,10 @@ sidecar.native, for `initContainers:`; it then carries `restartPolicy: Always`).
     {{- end }}
     containers:
       - name: my-app
+        env:
+          {{- include "session-sidecar.appEnv" (index .Subcharts "session-sidecar") | nindent 10 }}
+        volumeMounts:
+          {{- include "session-sidecar.appVolumeMounts" (index .Subcharts "session-sidecar") | nindent 10 }}
         ...
     volumes:
       {{- include "session-sidecar.volumes" (index .Subcharts "session-sidecar") | nindent 6 }}
@@ -211,7 +270,7 @@ secrets are files in one read-only projected volume (session-sidecar.volumes), n
     - name: SIDECAR_TOKEN_COOKIE
       value: {{ . | quote }}
     {{- end }}
-    {{- if .Values.adminToken.existingSecret }}
+    {{- if include "session-sidecar.adminTokenSecretName" . }}
     - name: SIDECAR_ADMIN_TOKEN_FILE
       value: {{ printf "%s/admin/token" $dir | quote }}
     {{- end }}
@@ -298,19 +357,24 @@ secrets are files in one read-only projected volume (session-sidecar.volumes), n
 
 {{/* "true" when the sidecar mounts at least one secret. */}}
 {{- define "session-sidecar.hasSecrets" -}}
-{{- if or (include "session-sidecar.jwtSecretName" .) .Values.jwt.publicKeys .Values.redis.existingSecret .Values.redis.tls.caSecret .Values.adminToken.existingSecret }}true{{ end }}
+{{- if or (include "session-sidecar.jwtSecretName" .) .Values.jwt.publicKeys .Values.redis.existingSecret .Values.redis.tls.caSecret (include "session-sidecar.adminTokenSecretName" .) }}true{{ end }}
 {{- end }}
 
 {{/*
-session-sidecar.volumes: the sidecar's volumes, as list items for `volumes:`. One projected,
-read-only volume gathers every secret file the sidecar reads:
+session-sidecar.volumes: the pod's volumes for the sidecar, as list items for `volumes:`.
+
+One projected, read-only volume `<sidecar.name>-secrets` gathers every secret file the sidecar
+reads (mounted in the sidecar container alone):
   jwt/secret          the HMAC secret            (jwt.existingSecret or the generated Secret)
   jwt/public-<i>.pem  the i-th public key        (jwt.publicKeys[i])
   redis/password      the Redis ACL password     (redis.existingSecret)
   redis/ca.crt        the Redis TLS CA bundle    (redis.tls.caSecret)
-  admin/token         the admin credential       (adminToken.existingSecret)
-Mode 0444: the sidecar runs under its own uid, whatever fsGroup the pod has; the volume is
-mounted read-only in the sidecar container alone. Renders nothing when there is no secret.
+  admin/token         the admin credential       (generated Secret or adminToken.existingSecret)
+With adminToken.enabled, a second volume `<sidecar.name>-admin-token` holds the admin credential
+alone, as the file `admin-token`, for the app container (session-sidecar.appVolumeMounts): the
+app never sees the HMAC secret or the Redis password.
+Mode 0444: each container runs under its own uid, whatever fsGroup the pod has; both volumes are
+mounted read-only. Renders nothing when there is no secret.
 */}}
 {{- define "session-sidecar.volumes" -}}
 {{- if include "session-sidecar.hasSecrets" . -}}
@@ -346,13 +410,60 @@ mounted read-only in the sidecar container alone. Renders nothing when there is 
             - key: {{ .Values.redis.tls.caKey }}
               path: redis/ca.crt
       {{- end }}
-      {{- if .Values.adminToken.existingSecret }}
+      {{- with include "session-sidecar.adminTokenSecretName" . }}
       - secret:
-          name: {{ .Values.adminToken.existingSecret }}
+          name: {{ . }}
           items:
-            - key: {{ .Values.adminToken.key }}
+            - key: {{ $.Values.adminToken.key }}
               path: admin/token
       {{- end }}
+{{- end }}
+{{- with include "session-sidecar.adminTokenSecretName" . }}
+- name: {{ include "session-sidecar.adminTokenVolumeName" $ }}
+  secret:
+    secretName: {{ . }}
+    defaultMode: 292 # 0444
+    items:
+      - key: {{ $.Values.adminToken.key }}
+        path: {{ include "session-sidecar.adminTokenFileName" $ }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the volume that carries the admin credential to the app container. */}}
+{{- define "session-sidecar.adminTokenVolumeName" -}}
+{{- printf "%s-admin-token" .Values.sidecar.name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+session-sidecar.appVolumeMounts: for the app container that calls the session API, as list items
+for its `volumeMounts:`: the admin credential, read-only, at adminToken.appMountPath (the file
+`admin-token` in it). Renders nothing when adminToken.enabled is false.
+
+    volumeMounts:
+      {{- include "session-sidecar.appVolumeMounts" $sidecar | nindent 6 }}
+
+The app then sends `Authorization: Bearer <the file's content>` on every session API call.
+*/}}
+{{- define "session-sidecar.appVolumeMounts" -}}
+{{- if include "session-sidecar.adminTokenSecretName" . -}}
+- name: {{ include "session-sidecar.adminTokenVolumeName" . }}
+  mountPath: {{ .Values.adminToken.appMountPath | trimSuffix "/" }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/*
+session-sidecar.appEnv: for the app container, as list items for its `env:`:
+  SESSION_SIDECAR_URL               where the sidecar's API is (session-sidecar.apiUrl)
+  SESSION_SIDECAR_ADMIN_TOKEN_FILE  the admin credential's file (with appVolumeMounts), when enabled
+No secret is in the environment: only the path of the file.
+*/}}
+{{- define "session-sidecar.appEnv" -}}
+- name: SESSION_SIDECAR_URL
+  value: {{ include "session-sidecar.apiUrl" . | quote }}
+{{- with include "session-sidecar.adminTokenAppPath" . }}
+- name: SESSION_SIDECAR_ADMIN_TOKEN_FILE
+  value: {{ . | quote }}
 {{- end }}
 {{- end }}
 
@@ -383,7 +494,7 @@ parent chart that depends on it.
 */}}
 {{- define "session-sidecar.validateValues" -}}
 {{- $messages := list -}}
-{{- range $check := list "keys" "redis" "exposed" "metrics" "ports" "memory" "native" "shutdown" "pdb" "serviceMonitor" -}}
+{{- range $check := list "keys" "secretContents" "redis" "adminToken" "exposed" "metrics" "ports" "memory" "native" "shutdown" "pdb" "serviceMonitor" -}}
 {{- $messages = append $messages (include (printf "session-sidecar.validateValues.%s" $check) $ | trim) -}}
 {{- end -}}
 {{- $messages = without $messages "" -}}
@@ -402,6 +513,42 @@ session-sidecar: jwt
 {{- end -}}
 {{- end -}}
 
+{{/*
+Secrets that already exist in the cluster (`lookup`; with `helm template` and `helm lint` there is
+no cluster and nothing is checked) must hold what the sidecar accepts, or its pods would crash
+at start-up: an HMAC secret of at least 32 bytes, an admin credential that is one word. A Secret
+or key that is missing is left to Kubernetes (the pod waits for it).
+*/}}
+{{- define "session-sidecar.validateValues.secretContents" -}}
+{{- $ns := .Release.Namespace -}}
+{{- with .Values.jwt.existingSecret -}}
+{{- $s := lookup "v1" "Secret" $ns . -}}
+{{- include "session-sidecar.hmacSecretProblem" (dict "data" $s.data "name" . "key" $.Values.jwt.secretKey) -}}
+{{- end -}}
+{{- if and .Values.adminToken.enabled (not .Values.adminToken.create) .Values.adminToken.existingSecret }}
+{{- $s := lookup "v1" "Secret" $ns .Values.adminToken.existingSecret -}}
+{{- include "session-sidecar.adminTokenProblem" (dict "data" $s.data "name" .Values.adminToken.existingSecret "key" .Values.adminToken.key) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A message when a found Secret's HMAC secret is too short. Takes (dict "data" "name" "key"). */}}
+{{- define "session-sidecar.hmacSecretProblem" -}}
+{{- if and .data (hasKey .data .key) (not (include "session-sidecar.usableHmacSecret" .)) }}
+session-sidecar: jwt.existingSecret
+    Secret {{ .name }}, key {{ .key }}: the HMAC secret is shorter than 32 bytes, which the sidecar
+    refuses (RFC 7518 §3.2). Put a longer one in it, e.g. `openssl rand -base64 48`.
+{{- end -}}
+{{- end -}}
+
+{{/* A message when a found Secret's admin credential is unusable. Takes (dict "data" "name" "key"). */}}
+{{- define "session-sidecar.adminTokenProblem" -}}
+{{- if and .data (hasKey .data .key) (not (include "session-sidecar.usableAdminToken" .)) }}
+session-sidecar: adminToken.existingSecret
+    Secret {{ .name }}, key {{ .key }}: the admin credential is empty or holds whitespace, which
+    the sidecar refuses (it is sent as one bearer token). Use e.g. `openssl rand -hex 32`.
+{{- end -}}
+{{- end -}}
+
 {{/* The sidecar takes all seeds over TLS or none, and a CA only for TLS. */}}
 {{- define "session-sidecar.validateValues.redis" -}}
 {{- $tls := 0 -}}
@@ -416,12 +563,37 @@ session-sidecar: redis.tls.caSecret
 {{- end -}}
 {{- end -}}
 
+{{/*
+The admin credential comes from exactly one place: the chart generates it (create) or you name
+your Secret (existingSecret with create=false).
+*/}}
+{{- define "session-sidecar.validateValues.adminToken" -}}
+{{- with .Values.adminToken -}}
+{{- if and .enabled .create .existingSecret -}}
+session-sidecar: adminToken.existingSecret
+    adminToken.existingSecret={{ .existingSecret }} is set while adminToken.create=true: the chart
+    would generate its own credential and ignore your Secret. Set adminToken.create=false to use
+    {{ .existingSecret }}, or leave adminToken.existingSecret empty to have one generated.
+{{- else if and .enabled (not .create) (not .existingSecret) -}}
+session-sidecar: adminToken.create
+    adminToken.create=false needs adminToken.existingSecret (the Secret holding the credential,
+    key adminToken.key), or set adminToken.create=true, or adminToken.enabled=false to turn the
+    session API off.
+{{- else if and (not .enabled) .existingSecret -}}
+session-sidecar: adminToken.enabled
+    adminToken.existingSecret={{ .existingSecret }} is set but adminToken.enabled=false: the
+    credential would be unused and the session API off. Set adminToken.enabled=true (and
+    adminToken.create=false), or leave adminToken.existingSecret empty.
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* A non-loopback API exposes the session API to the network: it needs a credential. */}}
 {{- define "session-sidecar.validateValues.exposed" -}}
-{{- if and (not (include "session-sidecar.listenIsLoopback" .)) (not .Values.adminToken.existingSecret) -}}
+{{- if and (not (include "session-sidecar.listenIsLoopback" .)) (not .Values.adminToken.enabled) -}}
 session-sidecar: sidecar.listen
     sidecar.listen={{ .Values.sidecar.listen }} is not a loopback address: the session API would be
-    reachable from other pods. Keep it on 127.0.0.1, or set adminToken.existingSecret.
+    reachable from other pods. Keep it on 127.0.0.1, or set adminToken.enabled=true.
 {{- end -}}
 {{- end -}}
 
