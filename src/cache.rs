@@ -35,7 +35,7 @@ pub type TokenKey = u128;
 
 /// How long an invalidation is remembered, to catch a computation that read the store just
 /// before the change and finishes just after it. Longer than any store call can take.
-const TOMBSTONE_LIFETIME: Duration = Duration::from_secs(30);
+pub const TOMBSTONE_LIFETIME: Duration = Duration::from_secs(30);
 
 /// Longest time a rejected token's decision is cached: a flood of one bad token costs one
 /// verification, and a key rotation is picked up quickly.
