@@ -48,6 +48,7 @@ pub async fn follow(mut events: FeedEvents, cache: DecisionCache, metrics: Arc<M
             }
             FeedEvent::Lost => {
                 metrics.set_subscription_connected(false);
+                metrics.subscription_lost();
                 cache.distrust_all();
             }
         }
@@ -64,12 +65,26 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::store::{FeedEvent, Invalidation};
 
-    fn gauge(metrics: &Metrics) -> String {
+    fn sample(metrics: &Metrics, name: &str) -> String {
         String::from_utf8_lossy(&metrics.render(0))
             .lines()
-            .find(|line| line.starts_with("session_sidecar_invalidation_subscription_connected "))
+            .find(|line| line.starts_with(&format!("{name} ")))
             .unwrap_or_default()
             .to_owned()
+    }
+
+    fn gauge(metrics: &Metrics) -> String {
+        sample(
+            metrics,
+            "session_sidecar_invalidation_subscription_connected",
+        )
+    }
+
+    fn losses(metrics: &Metrics) -> String {
+        sample(
+            metrics,
+            "session_sidecar_invalidation_subscription_losses_total",
+        )
     }
 
     /// A hand-driven feed: every loss and every (re)subscription distrusts what is cached, and
@@ -86,6 +101,7 @@ mod tests {
         settle().await;
         let after_subscribe = cache.trust_epoch();
         assert!(gauge(&metrics).ends_with(" 1"));
+        assert!(losses(&metrics).ends_with(" 0"), "subscribing is no loss");
 
         events
             .send(FeedEvent::Change(Invalidation::SessionUpdated("s".into())))
@@ -102,6 +118,7 @@ mod tests {
         settle().await;
         assert_eq!(cache.trust_epoch(), after_subscribe + 1, "a loss distrusts");
         assert!(gauge(&metrics).ends_with(" 0"));
+        assert!(losses(&metrics).ends_with(" 1"), "a loss is counted");
 
         events.send(FeedEvent::Subscribed).await.unwrap();
         settle().await;

@@ -44,6 +44,7 @@ pub struct Metrics {
     redis_duration: HistogramVec,
     invalidations_received: IntCounterVec,
     subscription_connected: IntGauge,
+    subscription_losses: IntCounter,
     key_refreshes: IntCounterVec,
 }
 
@@ -178,6 +179,14 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            subscription_losses: registered(
+                r,
+                IntCounter::new(
+                    "session_sidecar_invalidation_subscription_losses_total",
+                    "Invalidation subscriptions lost (each makes every cached session decision stale).",
+                )
+                .expect("valid metric"),
+            ),
             key_refreshes: registered(
                 r,
                 IntCounterVec::new(
@@ -243,6 +252,11 @@ impl Metrics {
     /// Sets the subscription gauge.
     pub fn set_subscription_connected(&self, connected: bool) {
         self.subscription_connected.set(i64::from(connected));
+    }
+
+    /// Counts a lost invalidation subscription.
+    pub fn subscription_lost(&self) {
+        self.subscription_losses.inc();
     }
 
     /// Counts a key refresh.

@@ -242,3 +242,42 @@ async fn a_session_the_replica_has_not_seen_yet_is_confirmed_on_the_primary() {
         (401, Some("session_inactive".into()))
     );
 }
+
+/// SPEC §4: a healthy, idle invalidation feed stays connected; its keep-alive is never a loss.
+/// A feed that counted its own ping replies as losses would distrust the cache every second,
+/// and every warm token would go back to Redis.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_feed_stays_subscribed_and_the_warm_cache_stays_warm() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix("idle");
+    let sidecar = TestSidecar::start_on_cluster(cluster, &prefix, &["--cache-ttl", "600"]).await;
+    sidecar
+        .wait_for_subscription(true, std::time::Duration::from_secs(10))
+        .await;
+    let (_, token) = sidecar.create_session("ida", json!({})).await;
+    assert_eq!(sidecar.verify(&token).await.status(), 200);
+    cluster.reset_commandstats();
+    // Several keep-alive intervals of an idle feed (it pings after 1 s of silence).
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let metrics = sidecar.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "session_sidecar_invalidation_subscription_losses_total 0"),
+        "an idle feed was counted as lost (or the counter is missing)"
+    );
+    assert_eq!(
+        sidecar
+            .metric("session_sidecar_invalidation_subscription_connected")
+            .await,
+        1.0
+    );
+    assert_eq!(sidecar.verify(&token).await.status(), 200);
+    let stats = cluster.commandstats();
+    assert_eq!(
+        data_commands(&stats),
+        0,
+        "the warm token went back to Redis: {stats:?}"
+    );
+}

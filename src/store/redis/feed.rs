@@ -152,7 +152,9 @@ async fn listen(
                 if events.is_closed() {
                     return Err(Closed);
                 }
-                let ping = tokio::time::timeout(PING_TIMEOUT, sink.ping::<String>()).await;
+                // A subscribed connection answers PING with `["pong", ""]` (RESP2), not with
+                // `PONG`: any reply is a live connection, only an error or silence is a loss.
+                let ping = tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await;
                 if !matches!(ping, Ok(Ok(_))) {
                     return Ok(());
                 }
