@@ -158,6 +158,147 @@ async fn hostile_claims_are_rejected_not_crashed_on() {
     assert_alive(&sidecar).await;
 }
 
+/// SPEC §7, the header and claim shapes an adversarial review tried: each validly signed, each
+/// refused with `malformed` (none of them is a token any issuer means). Before the hardening,
+/// `crit`, `b64: false`, duplicate members, a non-string `iss`, a padded `sub` and an `exp`
+/// no clock can hold were all answered `200` (or dropped the connection).
+#[tokio::test(flavor = "multi_thread")]
+async fn validly_signed_but_hostile_shapes_are_malformed() {
+    let sidecar = TestSidecar::start(&[]).await;
+    let exp = now() + 600;
+    let header = r#"{"alg":"HS256","typ":"JWT"}"#;
+    let payload = format!(r#"{{"sub":"x","exp":{exp}}}"#);
+    let cases: Vec<(&str, String, String)> = vec![
+        (
+            "crit naming an extension",
+            r#"{"alg":"HS256","typ":"JWT","crit":["exp"],"exp":1}"#.into(),
+            payload.clone(),
+        ),
+        (
+            "empty crit",
+            r#"{"alg":"HS256","crit":[]}"#.into(),
+            payload.clone(),
+        ),
+        (
+            "b64 false",
+            r#"{"alg":"HS256","b64":false}"#.into(),
+            payload.clone(),
+        ),
+        (
+            "b64 not a boolean",
+            r#"{"alg":"HS256","b64":"true"}"#.into(),
+            payload.clone(),
+        ),
+        (
+            "duplicate alg",
+            r#"{"alg":"HS256","alg":"none"}"#.into(),
+            payload.clone(),
+        ),
+        (
+            "duplicate kid",
+            r#"{"alg":"HS256","kid":"a","kid":"b"}"#.into(),
+            payload.clone(),
+        ),
+        (
+            "kid not a string",
+            r#"{"alg":"HS256","kid":7}"#.into(),
+            payload.clone(),
+        ),
+        (
+            "duplicate sub",
+            header.into(),
+            format!(r#"{{"sub":"x","sub":"admin","exp":{exp}}}"#),
+        ),
+        (
+            "duplicate exp",
+            header.into(),
+            format!(r#"{{"sub":"x","exp":{exp},"exp":1}}"#),
+        ),
+        (
+            "duplicate member in a nested object",
+            header.into(),
+            format!(r#"{{"sub":"x","exp":{exp},"r":{{"role":"u","role":"admin"}}}}"#),
+        ),
+        (
+            "iss an array",
+            header.into(),
+            format!(r#"{{"sub":"x","exp":{exp},"iss":["a","b"]}}"#),
+        ),
+        (
+            "iss a number",
+            header.into(),
+            format!(r#"{{"sub":"x","exp":{exp},"iss":1}}"#),
+        ),
+        (
+            "sub a number",
+            header.into(),
+            format!(r#"{{"sub":7,"exp":{exp}}}"#),
+        ),
+        (
+            "sub an object",
+            header.into(),
+            format!(r#"{{"sub":{{}},"exp":{exp}}}"#),
+        ),
+        (
+            "sub with a leading space",
+            header.into(),
+            format!(r#"{{"sub":" x","exp":{exp}}}"#),
+        ),
+        (
+            "sub with a trailing tab",
+            header.into(),
+            format!(r#"{{"sub":"x\t","exp":{exp}}}"#),
+        ),
+        (
+            "sub empty",
+            header.into(),
+            format!(r#"{{"sub":"","exp":{exp}}}"#),
+        ),
+        (
+            "exp 1e19",
+            header.into(),
+            r#"{"sub":"x","exp":1e19}"#.into(),
+        ),
+        (
+            "exp 2^63",
+            header.into(),
+            r#"{"sub":"x","exp":9223372036854775808}"#.into(),
+        ),
+        (
+            "exp u64::MAX",
+            header.into(),
+            r#"{"sub":"x","exp":18446744073709551615}"#.into(),
+        ),
+        (
+            "exp after year 9999",
+            header.into(),
+            r#"{"sub":"x","exp":253402300800}"#.into(),
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (name, header, payload) in &cases {
+        let token = hs256_raw_with_header(header, payload);
+        let (status, reason) = reason_of(&sidecar, &token).await;
+        let expected = "malformed";
+        if (status, reason.as_str()) != (401, expected) {
+            wrong.push(format!(
+                "{name}: {status} {reason} (expected 401 {expected})"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    // The last second any clock here holds is still a time.
+    let (status, _) = reason_of(&sidecar, &hs256_raw(r#"{"sub":"x","exp":253402300799}"#)).await;
+    assert_eq!(status, 200, "exp at the end of year 9999");
+    let (status, _) = reason_of(
+        &sidecar,
+        &hs256_raw(&format!(r#"{{"sub":"x","exp":{exp}.5}}"#)),
+    )
+    .await;
+    assert_eq!(status, 200, "a NumericDate with a fraction");
+    assert_alive(&sidecar).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_bodies_and_ids_get_clear_4xx() {
     let sidecar = TestSidecar::start(&[]).await;

@@ -281,3 +281,56 @@ async fn an_idle_feed_stays_subscribed_and_the_warm_cache_stays_warm() {
         "the warm token went back to Redis: {stats:?}"
     );
 }
+
+/// SPEC §7: no unauthenticated input makes the sidecar call Redis more than a bounded number of
+/// times per second. A per-session-key token must be looked up before its signature can be
+/// checked, so made-up `kid`s draw from `--session-key-lookups-per-second`; a `kid` seen absent
+/// is not asked again; a `kid` seen naming a live session is never refused for the budget.
+/// (No cache, so the last check goes through the gate and not through a cached grant.)
+#[tokio::test(flavor = "multi_thread")]
+async fn made_up_session_kids_cost_a_bounded_number_of_lookups() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix("kids");
+    let budget = 5;
+    let sidecar = TestSidecar::start_on_cluster(
+        cluster,
+        &prefix,
+        &[
+            "--cache-ttl",
+            "0",
+            "--session-keys",
+            "--session-key-lookups-per-second",
+            &budget.to_string(),
+        ],
+    )
+    .await;
+    let (sid, secret) = sidecar.create_keyed_session("kim").await;
+    let genuine = session_keyed_token(&sid, &secret, "kim", None);
+    assert_eq!(sidecar.verify(&genuine).await.status(), 200);
+    cluster.reset_commandstats();
+    let started = std::time::Instant::now();
+    let attempts = 300;
+    let mut refusals = HashMap::new();
+    for i in 0..attempts {
+        let kid = format!("madeup{i:04}{}", rand::random::<u64>());
+        let forged = session_keyed_token(&kid, b"any secret at all, 32 bytes long", "kim", None);
+        let (status, reason) = sidecar.verify_status(&forged).await;
+        assert_eq!(status, 401, "{kid}");
+        *refusals.entry(reason.unwrap_or_default()).or_insert(0u32) += 1;
+        // The same made-up kid again: remembered as absent (or still over budget).
+        let (status, _) = sidecar.verify_status(&forged).await;
+        assert_eq!(status, 401);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let lookups = cluster.commandstats().get("hmget").copied().unwrap_or(0) as f64;
+    // The burst (one second's budget) plus the budget for the time it took.
+    let bound = f64::from(budget) * (1.0 + elapsed.ceil());
+    assert!(
+        lookups <= bound,
+        "{lookups} lookups for {attempts} made-up kids in {elapsed:.1} s (bound {bound}): {refusals:?}"
+    );
+    assert!(refusals.contains_key("unknown_key"), "{refusals:?}");
+    // The budget is spent, yet the live session's token (seen before) is answered.
+    assert_eq!(sidecar.verify(&genuine).await.status(), 200);
+}

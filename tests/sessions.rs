@@ -259,3 +259,38 @@ async fn without_an_admin_credential_the_session_api_is_off() {
     // Verification does not need it.
     assert_eq!(sidecar.verify(&hs256(&claims("j"))).await.status(), 200);
 }
+
+/// SPEC §3.3: whoever holds a session's own secret can sign any claims, so a per-session-key
+/// token's payload is not an issuer's word: its subject is the session's, a payload `sub`
+/// that differs is `malformed`, and its payload is never sent as `X-Auth-Claims`.
+#[tokio::test(flavor = "multi_thread")]
+async fn per_session_key_tokens_speak_for_their_session_only() {
+    let sidecar = TestSidecar::start(&["--session-keys"]).await;
+    let (sid, secret) = sidecar.create_keyed_session("ivan").await;
+    let token = session_keyed_token(&sid, &secret, "ivan", None);
+    let response = sidecar.verify(&token).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-auth-subject"], "ivan");
+    assert!(
+        response.headers().get("x-auth-claims").is_none(),
+        "a self-signed payload was passed on as claims"
+    );
+    let introspected: Value = sidecar
+        .http
+        .post(sidecar.url("/v1/verify"))
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(introspected["sub"], "ivan");
+    assert_eq!(introspected["claims"], json!({}), "{introspected}");
+    // The client signs itself another subject: refused, not believed.
+    let impostor = session_keyed_token(&sid, &secret, "admin", None);
+    assert_eq!(
+        sidecar.verify_status(&impostor).await,
+        (401, Some("malformed".into()))
+    );
+}

@@ -25,6 +25,7 @@ use session_sidecar::mint::TokenSigner;
 use session_sidecar::store::memory::MemoryStore;
 use session_sidecar::store::{NewSession, SessionStore};
 use session_sidecar::verify::Verifier;
+use session_sidecar::verify::session_keys::SessionKeyGate;
 use session_sidecar::verify::jwt::JwtVerifier;
 use session_sidecar::{AdminAccess, App};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -137,7 +138,7 @@ pub async fn app(cache_ttl: Duration, session_keys: bool) -> Arc<App> {
         cache.clone(),
         Arc::clone(&store),
         Arc::clone(&metrics),
-        session_keys,
+        session_keys.then(|| SessionKeyGate::new(1_000_000)),
     );
     Arc::new(App {
         verifier,

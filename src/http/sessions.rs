@@ -17,7 +17,7 @@ use crate::error::ApiError;
 use crate::mint::random_id;
 use crate::store::{Invalidation, NewSession, PatchLimits, PatchOutcome, Session, unix_now};
 use crate::verify::jwt::{
-    decode_object, header_safe, json_too_deep, numeric_date, valid_id, valid_subject,
+    decode_object, header_safe, json_too_deep, numeric_date_saturating, valid_id, valid_subject,
 };
 use crate::{AdminAccess, App};
 
@@ -160,7 +160,7 @@ pub async fn revoke(app: &App, request: Request<Incoming>) -> ApiResult {
             .map_err(|_| ApiError::MalformedBody("`token` is not a readable JWT".into()))?;
             let exp = match claims.get("exp") {
                 None => None,
-                Some(exp) => Some(numeric_date(exp).ok_or_else(|| {
+                Some(exp) => Some(numeric_date_saturating(exp).ok_or_else(|| {
                     ApiError::MalformedBody("the token's `exp` is not a NumericDate".into())
                 })?),
             };
@@ -171,7 +171,7 @@ pub async fn revoke(app: &App, request: Request<Incoming>) -> ApiResult {
             let exp =
                 match &body.exp {
                     None => None,
-                    Some(exp) => Some(numeric_date(exp).ok_or_else(|| {
+                    Some(exp) => Some(numeric_date_saturating(exp).ok_or_else(|| {
                         ApiError::MalformedBody("`exp` must be unix seconds".into())
                     })?),
                 };

@@ -185,6 +185,14 @@ impl JwtVerifier {
         // Parsed here first, strictly (depth, unique member names), so that jsonwebtoken's
         // own parse, which keeps the last of duplicate members, cannot see other claims.
         let claims = decode_object(payload_segment, self.max_json_depth)?;
+        // A string claim of another JSON type is malformed, whatever jsonwebtoken would make
+        // of it (it reads a numeric `sub` as no `sub`, an object as a parse error).
+        if STRING_CLAIMS
+            .iter()
+            .any(|name| claims.get(*name).is_some_and(|value| !value.is_string()))
+        {
+            return Err(Reason::Malformed);
+        }
         jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
             .map_err(|e| Reason::from(&e))?;
         claims_from(claims, payload_segment)
@@ -200,6 +208,9 @@ impl JwtVerifier {
         optional_id(&claims, "jti")
     }
 }
+
+/// Registered (and session) claims that are strings when present.
+const STRING_CLAIMS: [&str; 4] = ["sub", "iss", "jti", "sid"];
 
 /// Decodes a base64url JWT segment into one JSON object: at most `max_depth` deep, every
 /// member name unique at every level. Anything else is `malformed`.
@@ -276,24 +287,34 @@ impl<'de> serde::de::Visitor<'de> for UniqueMembersVisitor {
 }
 
 /// A NumericDate claim (RFC 7519 §2) as whole seconds: an integer, or a non-negative finite
-/// number with a fraction (rounded down), never beyond [`MAX_UNIX_TIME`] (`exp: 1e19` is
-/// read as that). `None` for anything else.
+/// number with a fraction (rounded down), at most [`MAX_UNIX_TIME`]. `None` for anything else,
+/// also for a time no clock can hold (`exp: 1e19`, SPEC §7): such a token is malformed.
 pub fn numeric_date(value: &Value) -> Option<u64> {
-    let seconds = match value {
+    whole_seconds(value).filter(|&seconds| seconds <= MAX_UNIX_TIME)
+}
+
+/// Like [`numeric_date`], but a time beyond [`MAX_UNIX_TIME`] is read as that: for a deny-list
+/// entry, "until the end of any clock" is a sound reading of a huge `exp`.
+pub fn numeric_date_saturating(value: &Value) -> Option<u64> {
+    whole_seconds(value).map(|seconds| seconds.min(MAX_UNIX_TIME))
+}
+
+/// A non-negative JSON number as whole seconds, rounded down, saturating at `u64::MAX`.
+fn whole_seconds(value: &Value) -> Option<u64> {
+    match value {
         Value::Number(n) => match n.as_u64() {
-            Some(whole) => whole,
+            Some(whole) => Some(whole),
             None => {
                 let f = n.as_f64()?;
                 if !f.is_finite() || f < 0.0 {
                     return None;
                 }
-                // `as` saturates: 1e300 becomes u64::MAX, then the clamp below.
-                f as u64
+                // `as` saturates: 1e300 becomes u64::MAX.
+                Some(f as u64)
             }
         },
-        _ => return None,
-    };
-    Some(seconds.min(MAX_UNIX_TIME))
+        _ => None,
+    }
 }
 
 fn validation_for(alg: Algorithm, rules: &ClaimRules) -> Validation {

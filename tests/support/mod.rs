@@ -268,16 +268,18 @@ pub fn decode_b64_json(value: &str) -> Value {
     serde_json::from_slice(&bytes).expect("json")
 }
 
-/// An HS256 token (signed with [`SECRET`]) over raw header and payload JSON text, so tests can
-/// send JSON that no serializer would produce (huge numbers, deep nesting, odd types).
+/// An HS256 token (signed with [`SECRET`]) over raw payload JSON text, so tests can send JSON
+/// that no serializer would produce (huge numbers, deep nesting, odd types).
 pub fn hs256_raw(payload: &str) -> String {
+    hs256_raw_with_header(r#"{"alg":"HS256","typ":"JWT"}"#, payload)
+}
+
+/// An HS256 token (signed with [`SECRET`]) over raw header and payload JSON text: a valid
+/// signature over whatever the header says (`crit`, `b64`, duplicate members, ...).
+pub fn hs256_raw_with_header(header: &str, payload: &str) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let message = format!(
-        "{}.{}",
-        b64.encode(r#"{"alg":"HS256","typ":"JWT"}"#),
-        b64.encode(payload)
-    );
+    let message = format!("{}.{}", b64.encode(header), b64.encode(payload));
     let signature = jsonwebtoken::crypto::sign(
         message.as_bytes(),
         &EncodingKey::from_secret(SECRET),
