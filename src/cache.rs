@@ -14,10 +14,12 @@
 //!
 //! The hit path is one digest, one moka lookup and two atomic loads: no allocation, no lock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -141,10 +143,18 @@ impl Dependency<'_> {
     }
 }
 
-/// The entries that depend on one id. Nearly always exactly one, kept without a `Vec`.
+/// The entries that depend on one id. Nearly always exactly one, kept without a map. Many are
+/// keyed by the entry's address (unique while the index holds it), so removing one costs the
+/// same however many tokens a session has; two entries of one token (a re-check racing a hit)
+/// are both kept, so an invalidation marks both.
 enum Dependents {
     One(Arc<CachedDecision>),
-    Many(Vec<Arc<CachedDecision>>),
+    Many(HashMap<usize, Arc<CachedDecision>>),
+}
+
+/// An entry's identity in [`Dependents::Many`].
+fn address(entry: &Arc<CachedDecision>) -> usize {
+    Arc::as_ptr(entry) as usize
 }
 
 /// Which cached entries depend on which session or token id. Keyed by a 64-bit keyed hash of
@@ -182,9 +192,9 @@ impl DependencyIndex {
                 Some(Dependents::One(other)) if Arc::ptr_eq(other, entry) => {
                     self.buckets.remove(&bucket);
                 }
-                Some(Dependents::Many(list)) => {
-                    list.retain(|e| !Arc::ptr_eq(e, entry));
-                    if list.is_empty() {
+                Some(Dependents::Many(entries)) => {
+                    entries.remove(&address(entry));
+                    if entries.is_empty() {
                         self.buckets.remove(&bucket);
                     }
                 }
@@ -199,7 +209,7 @@ impl DependencyIndex {
         let all = match self.buckets.remove(&bucket) {
             None => return Vec::new(),
             Some(Dependents::One(entry)) => vec![entry],
-            Some(Dependents::Many(list)) => list,
+            Some(Dependents::Many(entries)) => entries.into_values().collect(),
         };
         let (matching, others): (Vec<_>, Vec<_>) = all
             .into_iter()
@@ -223,12 +233,15 @@ impl DependencyIndex {
                     .insert(bucket, Dependents::One(Arc::clone(entry)));
             }
             Some(Dependents::One(other)) => {
-                self.buckets
-                    .insert(bucket, Dependents::Many(vec![other, Arc::clone(entry)]));
+                let entries = HashMap::from([
+                    (address(&other), other),
+                    (address(entry), Arc::clone(entry)),
+                ]);
+                self.buckets.insert(bucket, Dependents::Many(entries));
             }
-            Some(Dependents::Many(mut list)) => {
-                list.push(Arc::clone(entry));
-                self.buckets.insert(bucket, Dependents::Many(list));
+            Some(Dependents::Many(mut entries)) => {
+                entries.insert(address(entry), Arc::clone(entry));
+                self.buckets.insert(bucket, Dependents::Many(entries));
             }
         }
     }
@@ -257,8 +270,53 @@ impl Expiry<TokenKey, Arc<CachedDecision>> for DeadlineExpiry {
     }
 }
 
-/// Recent invalidations, by (is a session id, the id): when, and what changed.
-type Tombstones = HashMap<(bool, Box<str>), (Instant, ChangeKind)>;
+/// Recent invalidations, by (is a session id, the id): when, and what changed. Forgotten after
+/// [`TOMBSTONE_LIFETIME`] from the front of a time-ordered queue (as mini-redis keeps its
+/// expirations), so recording one costs the same however many are remembered.
+#[derive(Default)]
+struct Tombstones {
+    by_id: HashMap<(bool, Box<str>), (Instant, ChangeKind)>,
+    /// Every recording, oldest first (an id recorded again appears again).
+    order: VecDeque<(Instant, (bool, Box<str>))>,
+}
+
+impl Tombstones {
+    fn get(&self, id: &(bool, Box<str>)) -> Option<&(Instant, ChangeKind)> {
+        self.by_id.get(id)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Records a change to `id` at `now`, keeping the strongest change (an update after a
+    /// delete does not revive a session), and forgets what is older than the lifetime.
+    fn record(&mut self, id: (bool, Box<str>), kind: ChangeKind, now: Instant) {
+        while let Some((at, _)) = self.order.front() {
+            if now.duration_since(*at) < TOMBSTONE_LIFETIME {
+                break;
+            }
+            if let Some((at, old)) = self.order.pop_front()
+                && self
+                    .by_id
+                    .get(&old)
+                    .is_some_and(|(latest, _)| *latest == at)
+            {
+                self.by_id.remove(&old);
+            }
+        }
+        match self.by_id.get_mut(&id) {
+            Some((_, ChangeKind::Ended | ChangeKind::Revoked)) if kind == ChangeKind::Updated => {}
+            Some(slot) => *slot = (now, kind),
+            None => {
+                self.by_id.insert(id.clone(), (now, kind));
+            }
+        }
+        if self.by_id.get(&id).is_some_and(|(at, _)| *at == now) {
+            self.order.push_back((now, id));
+        }
+    }
+}
 
 /// Shared, cheap-to-clone handle on the cache.
 #[derive(Clone)]
@@ -288,9 +346,7 @@ impl DecisionCache {
                 .expire_after(DeadlineExpiry)
                 .eviction_listener(move |_key, value: Arc<CachedDecision>, cause| {
                     metrics.cache_eviction(cause_label(cause));
-                    if let Ok(mut index) = listener_index.lock() {
-                        index.unregister(&value);
-                    }
+                    listener_index.lock().unregister(&value);
                 })
                 .build()
         });
@@ -411,16 +467,17 @@ impl DecisionCache {
     fn admit(&self, entry: CachedDecision, started: Instant) -> Arc<CachedDecision> {
         let entry = Arc::new(entry);
         let ids = entry.dependencies();
-        // Nothing to index when nothing is cached (the eviction listener would never clean it).
-        if self.inner.entries.is_none() || ids.iter().all(Option::is_none) {
+        if ids.iter().all(Option::is_none) {
             return entry;
         }
-        if let Ok(mut index) = self.inner.index.lock() {
-            index.register(&entry);
+        // Nothing to index when nothing is cached (the eviction listener would never clean
+        // it); the tombstones are read all the same, so that a miss that read the store just
+        // before a revocation is not answered after it, with or without a cache.
+        if self.inner.entries.is_some() {
+            self.inner.index.lock().register(&entry);
         }
-        if let Ok(tombstones) = self.inner.tombstones.lock()
-            && !tombstones.is_empty()
-        {
+        let tombstones = self.inner.tombstones.lock();
+        if !tombstones.is_empty() {
             for id in ids.iter().flatten() {
                 if let Some((at, kind)) = tombstones.get(&id.owned())
                     && (*kind != ChangeKind::Updated || *at >= started)
@@ -441,21 +498,8 @@ impl DecisionCache {
             Invalidation::TokenRevoked(jti) => (Dependency::Token(jti), ChangeKind::Revoked),
         };
         let now = Instant::now();
-        if let Ok(mut tombstones) = self.inner.tombstones.lock() {
-            tombstones.retain(|_, (at, _)| now.duration_since(*at) < TOMBSTONE_LIFETIME);
-            let slot = tombstones.entry(id.owned()).or_insert((now, kind));
-            // Keep the strongest change; an update after a delete does not revive a session.
-            if kind != ChangeKind::Updated || slot.1 == ChangeKind::Updated {
-                *slot = (now, kind);
-            }
-        }
-        let affected = self
-            .inner
-            .index
-            .lock()
-            .ok()
-            .map(|mut index| index.take(id))
-            .unwrap_or_default();
+        self.inner.tombstones.lock().record(id.owned(), kind, now);
+        let affected = self.inner.index.lock().take(id);
         for entry in &affected {
             entry.mark(kind);
         }
@@ -486,5 +530,55 @@ fn cause_label(cause: RemovalCause) -> &'static str {
         RemovalCause::Explicit => "invalidated",
         RemovalCause::Replaced => "replaced",
         RemovalCause::Size => "size",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{ChangeKind, TOMBSTONE_LIFETIME, Tombstones};
+
+    fn id(name: &str) -> (bool, Box<str>) {
+        (true, name.into())
+    }
+
+    #[test]
+    fn tombstones_are_forgotten_from_the_front_after_their_lifetime() {
+        let mut tombstones = Tombstones::default();
+        let start = Instant::now();
+        for i in 0..1000u64 {
+            let at = start + Duration::from_millis(i);
+            tombstones.record(id(&format!("s{i}")), ChangeKind::Ended, at);
+        }
+        assert_eq!(tombstones.by_id.len(), 1000);
+        // One lifetime after the 500th: the first 501 are gone, the rest remain.
+        let later = start + TOMBSTONE_LIFETIME + Duration::from_millis(500);
+        tombstones.record(id("new"), ChangeKind::Revoked, later);
+        assert_eq!(tombstones.by_id.len(), 500);
+        assert_eq!(tombstones.order.len(), 500);
+        assert!(tombstones.get(&id("s500")).is_none());
+        assert!(tombstones.get(&id("s501")).is_some());
+    }
+
+    #[test]
+    fn the_strongest_change_is_kept_and_a_refreshed_id_outlives_its_first_record() {
+        let mut tombstones = Tombstones::default();
+        let start = Instant::now();
+        tombstones.record(id("s"), ChangeKind::Ended, start);
+        let update = start + Duration::from_secs(1);
+        tombstones.record(id("s"), ChangeKind::Updated, update);
+        assert_eq!(
+            tombstones.get(&id("s")),
+            Some(&(start, ChangeKind::Ended)),
+            "an update after a delete does not revive the session"
+        );
+        tombstones.record(id("u"), ChangeKind::Updated, start);
+        tombstones.record(id("u"), ChangeKind::Ended, update);
+        // The first record of "u" expires; its later, stronger one is kept.
+        let after_first = start + TOMBSTONE_LIFETIME + Duration::from_millis(500);
+        tombstones.record(id("x"), ChangeKind::Updated, after_first);
+        assert!(tombstones.get(&id("s")).is_none());
+        assert_eq!(tombstones.get(&id("u")), Some(&(update, ChangeKind::Ended)));
     }
 }

@@ -86,6 +86,10 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    rig_with_cache_ttl(Duration::from_secs(600))
+}
+
+fn rig_with_cache_ttl(cache_ttl: Duration) -> Rig {
     let store = Arc::new(ScriptedStore {
         inner: MemoryStore::new(),
         hold: Mutex::new(None),
@@ -98,7 +102,7 @@ fn rig() -> Rig {
         leeway: 30,
     };
     let metrics = Arc::new(Metrics::new());
-    let cache = DecisionCache::new(Duration::from_secs(600), 1000, Arc::clone(&metrics));
+    let cache = DecisionCache::new(cache_ttl, 1000, Arc::clone(&metrics));
     let verifier = Verifier::new(
         JwtVerifier::new(keys, &rules, 32),
         cache.clone(),
@@ -164,7 +168,16 @@ async fn verify_across(
 
 #[tokio::test]
 async fn a_miss_that_read_the_session_before_its_deletion_is_not_granted() {
-    let rig = rig();
+    miss_across_a_session_deletion(rig()).await;
+}
+
+/// `--cache-ttl 0`: nothing is cached, and yet a miss in flight across a deletion must see it.
+#[tokio::test]
+async fn without_a_cache_a_miss_across_a_deletion_is_not_granted() {
+    miss_across_a_session_deletion(rig_with_cache_ttl(Duration::ZERO)).await;
+}
+
+async fn miss_across_a_session_deletion(rig: Rig) {
     let sid = "race-session-0000000001";
     rig.store
         .create(NewSession {
@@ -207,4 +220,39 @@ async fn a_miss_that_read_the_deny_list_before_a_revocation_is_not_granted() {
     assert!(!granted(&first), "granted after the revocation answered");
     assert_eq!(reason(&first), Some(Reason::Revoked));
     assert_eq!(reason(&next), Some(Reason::Revoked));
+}
+
+/// Many tokens of one session, more than the cache holds (so entries are evicted and leave the
+/// dependency index while others join it): a deletion still reaches every cached one.
+#[tokio::test]
+async fn a_deletion_reaches_every_token_of_a_session_through_evictions() {
+    let rig = rig();
+    let sid = "many-tokens-session-0001";
+    rig.store
+        .create(NewSession {
+            sid: sid.into(),
+            sub: "cy".into(),
+            data: json!({}),
+            expires_at: unix_now() + 600,
+            secret: None,
+        })
+        .await
+        .expect("create");
+    let tokens: Vec<String> = (0..2500)
+        .map(|i| token(&json!({"sub": "cy", "sid": sid, "n": i, "exp": unix_now() + 600})))
+        .collect();
+    for token in &tokens {
+        assert!(granted(&rig.verifier.verify(token).await));
+    }
+    rig.cache.run_pending_tasks().await;
+    assert!(rig.store.delete(sid).await.expect("delete"));
+    rig.cache
+        .apply(&Invalidation::SessionDeleted(sid.into()))
+        .await;
+    for token in &tokens {
+        assert_eq!(
+            reason(&rig.verifier.verify(token).await),
+            Some(Reason::SessionInactive)
+        );
+    }
 }
