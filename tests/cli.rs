@@ -404,3 +404,35 @@ async fn json_logs_never_contain_a_token_or_the_secret() {
         "the logs contain something JWT-like"
     );
 }
+
+/// Text logs written to a file or a pipe carry no ANSI colour codes (they would garble every
+/// log collector); colour is for a terminal only.
+#[tokio::test(flavor = "multi_thread")]
+async fn text_logs_into_a_pipe_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(&dir);
+    let (mut served, listen) = serve_on_free_port(&secret, &[], Some("debug"), Stdio::piped());
+    drop(connect_when_listening(&listen).await);
+    let pid = served.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut stderr = String::new();
+    use std::io::Read;
+    served
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.lines().count() >= 1, "something was logged");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a pipe: {stderr:?}"
+    );
+}

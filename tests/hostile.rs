@@ -255,6 +255,16 @@ async fn validly_signed_but_hostile_shapes_are_malformed() {
             format!(r#"{{"sub":"","exp":{exp}}}"#),
         ),
         (
+            "a 6 KB jti (it would become a Redis key)",
+            header.into(),
+            format!(r#"{{"sub":"x","exp":{exp},"jti":"{}"}}"#, "j".repeat(6000)),
+        ),
+        (
+            "a jti with a hash tag",
+            header.into(),
+            format!(r#"{{"sub":"x","exp":{exp},"jti":"{{other}}"}}"#),
+        ),
+        (
             "exp 1e19",
             header.into(),
             r#"{"sub":"x","exp":1e19}"#.into(),
@@ -390,5 +400,92 @@ async fn hostile_bodies_and_ids_get_clear_4xx() {
         .unwrap()
         .status();
     assert_eq!(status, 405);
+    assert_alive(&sidecar).await;
+}
+
+/// SPEC §3: a request with two `Authorization` headers, or two cookies of `--token-cookie`, is
+/// ambiguous (a proxy may check one and the sidecar another): `401 malformed`, never the first.
+#[tokio::test(flavor = "multi_thread")]
+async fn ambiguous_token_sources_are_malformed() {
+    let sidecar = TestSidecar::start(&["--token-cookie", "sc_token"]).await;
+    let good = hs256(&claims("eve"));
+    let other = hs256(&claims("mallory"));
+    let requests = [
+        format!("Authorization: Bearer {good}\r\nAuthorization: Bearer {other}\r\n"),
+        format!("Authorization: Bearer {good}\r\nAuthorization: Bearer {good}\r\n"),
+        format!("Cookie: sc_token={good}; sc_token={other}\r\n"),
+        format!("Cookie: sc_token={good}\r\nCookie: a=b; sc_token={good}\r\n"),
+    ];
+    for headers in &requests {
+        let request =
+            format!("GET /verify HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n");
+        let (status, text) = raw_request(sidecar.api, request.as_bytes()).await;
+        assert_eq!(status, 401, "{headers}: {text}");
+        assert!(
+            text.contains(r#""reason":"malformed""#),
+            "{headers}: {text}"
+        );
+    }
+    // One of each is no ambiguity: the Authorization header wins (SPEC §3 order).
+    let request = format!(
+        "GET /verify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {good}\r\nCookie: sc_token={other}\r\nConnection: close\r\n\r\n"
+    );
+    let (status, text) = raw_request(sidecar.api, request.as_bytes()).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("x-auth-subject: eve"),
+        "{text}"
+    );
+    assert_alive(&sidecar).await;
+}
+
+/// SPEC §3: paths are matched exactly as sent. A rule in front that guards `/v1/sessions/`
+/// by prefix must not be walked around with `//v1/sessions/...`.
+#[tokio::test(flavor = "multi_thread")]
+async fn paths_are_matched_exactly() {
+    let sidecar = TestSidecar::start(&[]).await;
+    let (sid, _) = sidecar.create_session("pat", json!({})).await;
+    let get = |path: String| {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nConnection: close\r\n\r\n"
+        );
+        async move { raw_request(sidecar.api, request.as_bytes()).await }
+    };
+    assert_eq!(get(format!("/v1/sessions/{sid}")).await.0, 200);
+    for path in [
+        format!("//v1/sessions/{sid}"),
+        format!("/v1//sessions/{sid}"),
+        format!("/v1/sessions//{sid}"),
+        format!("/v1/./sessions/{sid}"),
+        "//verify".to_string(),
+        "//v1/verify".to_string(),
+    ] {
+        assert_eq!(get(path.clone()).await.0, 404, "{path}");
+    }
+}
+
+/// The `/v1/verify` body is JSON from anyone on the pod: its depth is checked like every other
+/// body's (`--max-json-depth`, default 32), before it is parsed; too deep is a malformed
+/// request, as any unreadable body there is.
+#[tokio::test(flavor = "multi_thread")]
+async fn introspection_bodies_are_depth_checked() {
+    let sidecar = TestSidecar::start(&[]).await;
+    let deep = format!(
+        r#"{{"token":"{}","x":{}1{}}}"#,
+        hs256(&claims("deep")),
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    let response = sidecar
+        .http
+        .post(sidecar.url("/v1/verify"))
+        .header("content-type", "application/json")
+        .body(deep)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body, json!({"active": false, "reason": "malformed"}));
     assert_alive(&sidecar).await;
 }

@@ -387,3 +387,38 @@ async fn acl_credentials_are_used_for_commands_and_the_subscription() {
     assert!(result.is_err(), "a wrong password is refused at start-up");
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+/// The subject index (log out everywhere) keeps only sessions that are alive: an id whose
+/// session has ended is dropped when the next session of that subject is created, so a subject
+/// who logs in every day does not grow an index without end.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_subject_index_forgets_ended_sessions() {
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix("index");
+    let sidecar = TestSidecar::start_on_cluster(cluster, &prefix, &[]).await;
+    let create = |ttl: u64| {
+        sidecar
+            .session_api(reqwest::Method::POST, "/v1/sessions")
+            .json(&json!({"sub": "ivo", "ttl": ttl}))
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(create(1).await.unwrap().status(), 201);
+    }
+    let index = format!("{prefix}:{{u:ivo}}:sessions");
+    let port = cluster.master_for_slot(RedisCluster::key_slot(&index));
+    let members = || {
+        cluster
+            .redis_cli(port, &["ZCARD", &index])
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(members(), "3");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(create(600).await.unwrap().status(), 201);
+    assert_eq!(members(), "1", "ended sessions were kept in the index");
+    assert_eq!(
+        sidecar.logout_everywhere("ivo").await,
+        (200, json!({"revoked": 1}))
+    );
+}

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::respond::{self, HttpResponse};
 use crate::App;
 use crate::error::{ApiError, Reason};
+use crate::verify::jwt::json_too_deep;
 use crate::verify::{Decision, Verdict, extract, introspection};
 
 /// `GET|HEAD|POST /verify[/...]`: headers for a proxy, or a `401`/`503`.
@@ -53,6 +54,9 @@ pub async fn introspect(app: &App, request: Request<Incoming>) -> HttpResponse {
     };
     let from_body = if body.is_empty() {
         None
+    } else if json_too_deep(&body, app.limits.max_json_depth) {
+        app.metrics.verification_refused_early(Reason::Malformed);
+        return app.rejections.reject(Reason::Malformed);
     } else {
         match serde_json::from_slice::<Body>(&body) {
             Ok(parsed) => parsed.token,

@@ -42,7 +42,9 @@ pub async fn route(app: &App, request: Request<Incoming>) -> HttpResponse {
         // original request's method.
         return forward_auth::forward_auth(app, &request).await;
     }
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // Exactly as sent: one leading slash is stripped, so `//v1/...` has an empty first
+    // segment and matches nothing (a prefix rule in front must not be walked around).
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
     let method = request.method().clone();
     let result = match (&method, segments.as_slice()) {
         (&Method::POST, ["v1", "verify"]) => return forward_auth::introspect(app, request).await,

@@ -13,7 +13,12 @@ pub fn token_from_headers<'h>(
     cookie_name: Option<&str>,
     max_token_bytes: usize,
 ) -> Result<&'h str, Reason> {
-    if let Some(value) = headers.get(AUTHORIZATION) {
+    let mut authorization = headers.get_all(AUTHORIZATION).iter();
+    if let Some(value) = authorization.next() {
+        // Two Authorization headers are ambiguous: a proxy may have checked the other one.
+        if authorization.next().is_some() {
+            return Err(Reason::Malformed);
+        }
         let value = value.to_str().map_err(|_| Reason::Malformed)?;
         let (scheme, token) = value.trim().split_once(' ').ok_or(Reason::Malformed)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
@@ -22,15 +27,22 @@ pub fn token_from_headers<'h>(
         return checked(token.trim_start(), max_token_bytes);
     }
     if let Some(name) = cookie_name {
+        let mut found = None;
         for header in headers.get_all(COOKIE) {
             let Ok(text) = header.to_str() else { continue };
             for pair in text.split(';') {
                 if let Some((key, value)) = pair.trim().split_once('=')
                     && key == name
                 {
-                    return checked(value.trim_matches('"'), max_token_bytes);
+                    // Two cookies of that name, in one header or in several: ambiguous.
+                    if found.replace(value).is_some() {
+                        return Err(Reason::Malformed);
+                    }
                 }
             }
+        }
+        if let Some(value) = found {
+            return checked(value.trim_matches('"'), max_token_bytes);
         }
     }
     Err(Reason::MissingToken)
