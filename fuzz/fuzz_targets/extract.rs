@@ -1,7 +1,8 @@
 //! Token extraction from request headers (`verify::extract`): `Authorization: Bearer`, then the
 //! token cookie. Never panics; whatever it returns as a token is one (`checked` accepts it,
 //! it is a substring of a header the request carried, within the size limit); a well-formed
-//! bearer header or cookie is always found.
+//! bearer header or cookie is always found, unless a second cookie of that name makes the
+//! request ambiguous (`malformed`).
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -161,7 +162,21 @@ fuzz_target!(|input: Input| {
         };
         assert_eq!(result, expected, "bearer header {auth_text:?}");
     } else if !has_authorization && let Some(token) = expected_cookie {
-        let expected = if token.len() <= max {
+        // Two cookies of the name anywhere in the request are ambiguous (SPEC §3).
+        let pairs_of_name = headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|text| text.split(';'))
+            .filter(|pair| {
+                pair.trim()
+                    .split_once('=')
+                    .is_some_and(|(key, _)| Some(key) == cookie_name)
+            })
+            .count();
+        let expected = if pairs_of_name > 1 {
+            Err(Reason::Malformed)
+        } else if token.len() <= max {
             Ok(token.as_str())
         } else {
             Err(Reason::Malformed)
