@@ -26,10 +26,10 @@ use moka::Expiry;
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 
+use crate::decision::{Decision, Dependency};
 use crate::error::{Reason, StoreError};
 use crate::metrics::Metrics;
 use crate::store::Invalidation;
-use crate::verify::Decision;
 
 /// A token's cache key: 128 bits of a keyed BLAKE3 digest of its text. The key is random per
 /// process, so nobody can craft two tokens that share a cache entry.
@@ -38,10 +38,6 @@ pub type TokenKey = u128;
 /// How long an invalidation is remembered, to catch a computation that read the store just
 /// before the change and finishes just after it. Longer than any store call can take.
 pub const TOMBSTONE_LIFETIME: Duration = Duration::from_secs(30);
-
-/// Longest time a rejected token's decision is cached: a flood of one bad token costs one
-/// verification, and a key rotation is picked up quickly.
-pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 
 /// After a failed re-check, how long a stale entry is served before the store is asked again.
 const RECHECK_BACKOFF: Duration = Duration::from_secs(1);
@@ -85,17 +81,11 @@ impl CachedDecision {
 
     /// The ids this decision depends on.
     fn dependencies(&self) -> [Option<Dependency<'_>>; 2] {
-        match &self.decision {
-            Decision::Grant(grant) => [
-                grant.sid().map(Dependency::Session),
-                grant.jti().map(Dependency::Token),
-            ],
-            Decision::Deny(_) => [None, None],
-        }
+        self.decision.dependencies()
     }
 
     fn depends_on_store(&self) -> bool {
-        matches!(&self.decision, Decision::Grant(g) if g.sid().is_some() || g.jti().is_some())
+        self.decision.depends_on_store()
     }
 
     fn mark(&self, kind: ChangeKind) {
@@ -126,20 +116,11 @@ enum ChangeKind {
     Revoked,
 }
 
-/// An id that cached entries depend on: a session id or a token id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Dependency<'a> {
-    Session(&'a str),
-    Token(&'a str),
-}
-
-impl Dependency<'_> {
-    /// The owned form, for tombstones.
-    fn owned(self) -> (bool, Box<str>) {
-        match self {
-            Dependency::Session(sid) => (true, sid.into()),
-            Dependency::Token(jti) => (false, jti.into()),
-        }
+/// The owned form of a dependency, for tombstones: (is a session id, the id).
+fn owned(id: Dependency<'_>) -> (bool, Box<str>) {
+    match id {
+        Dependency::Session(sid) => (true, sid.into()),
+        Dependency::Token(jti) => (false, jti.into()),
     }
 }
 
@@ -479,7 +460,7 @@ impl DecisionCache {
         let tombstones = self.inner.tombstones.lock();
         if !tombstones.is_empty() {
             for id in ids.iter().flatten() {
-                if let Some((at, kind)) = tombstones.get(&id.owned())
+                if let Some((at, kind)) = tombstones.get(&owned(*id))
                     && (*kind != ChangeKind::Updated || *at >= started)
                 {
                     entry.mark(*kind);
@@ -498,7 +479,7 @@ impl DecisionCache {
             Invalidation::TokenRevoked(jti) => (Dependency::Token(jti), ChangeKind::Revoked),
         };
         let now = Instant::now();
-        self.inner.tombstones.lock().record(id.owned(), kind, now);
+        self.inner.tombstones.lock().record(owned(id), kind, now);
         let affected = self.inner.index.lock().take(id);
         for entry in &affected {
             entry.mark(kind);

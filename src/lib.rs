@@ -21,6 +21,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod decision;
 pub mod error;
 pub mod http;
 pub mod invalidation;

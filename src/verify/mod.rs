@@ -1,4 +1,4 @@
-//! Deciding on a token: the [`Decision`] type and the [`Verifier`], which asks the cache first
+//! Deciding on a token: the [`Verifier`], which asks the cache first
 //! and, on a miss, verifies the signature and claims ([`jwt`]) and asks the session store once.
 //!
 //! Fail closed: when the store cannot answer and nothing usable is cached, the verdict is
@@ -19,41 +19,13 @@ use hyper::header::HeaderValue;
 use jsonwebtoken::AlgorithmFamily;
 use serde_json::Value;
 
-use crate::cache::{CachedDecision, DecisionCache, Freshness, NEGATIVE_TTL, TokenKey};
+use crate::cache::{CachedDecision, DecisionCache, Freshness, TokenKey};
+pub use crate::decision::{Decision, Grant};
 use crate::error::{Reason, StoreError};
 use crate::metrics::{Metrics, Outcome};
 use crate::store::{Lookup, LookupQuery, Session, SessionStore};
 use jwt::{JwtVerifier, VerifiedClaims};
 use session_keys::{Admission, SessionKeyGate};
-
-/// The decision on one token.
-pub enum Decision {
-    /// Boxed: most cached rejections are small, grants are not.
-    Grant(Box<Grant>),
-    Deny(Reason),
-}
-
-/// A valid token and, when it is bound to one, its session's data, kept once each in the form
-/// the forward-auth response sends them (rendered when the decision was made). What
-/// introspection needs beyond that is decoded from these on demand.
-pub struct Grant {
-    /// `sub`, `sid` (as their header values), `jti`, `exp` and the payload segment.
-    pub claims: VerifiedClaims,
-    /// `X-Auth-Session`: base64url of the session data JSON, for session-bound tokens.
-    pub session_header: Option<HeaderValue>,
-}
-
-impl Grant {
-    /// Session id, for session-bound tokens.
-    pub fn sid(&self) -> Option<&str> {
-        self.claims.sid()
-    }
-
-    /// Token id, when the token has one.
-    pub fn jti(&self) -> Option<&str> {
-        self.claims.jti.as_deref()
-    }
-}
 
 /// The answer for one request.
 pub enum Verdict {
@@ -297,10 +269,12 @@ impl Verifier {
 
     fn deny(&self, reason: Reason, key: TokenKey, epoch: u64) -> CachedDecision {
         let now = Instant::now();
-        let deadline = now
-            .checked_add(self.cache.ttl().min(NEGATIVE_TTL))
-            .unwrap_or(now);
-        CachedDecision::new(Decision::Deny(reason), key, deadline, epoch)
+        let decision = Decision::Deny(reason);
+        let trust = decision
+            .longest_trust()
+            .map_or(self.cache.ttl(), |longest| longest.min(self.cache.ttl()));
+        let deadline = now.checked_add(trust).unwrap_or(now);
+        CachedDecision::new(decision, key, deadline, epoch)
     }
 }
 
