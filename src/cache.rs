@@ -142,15 +142,22 @@ fn address(entry: &Arc<CachedDecision>) -> usize {
 /// the id rather than the id itself (one entry costs a few dozen bytes, not a copy of the id);
 /// a collision only puts two ids in one bucket, and [`DependencyIndex::take`] compares the real
 /// ids before touching an entry.
-struct DependencyIndex {
-    hasher: RandomState,
+/// The hasher is a parameter so that tests can force collisions.
+struct DependencyIndex<S = RandomState> {
+    hasher: S,
     buckets: HashMap<u64, Dependents>,
 }
 
 impl DependencyIndex {
     fn new() -> Self {
+        DependencyIndex::with_hasher(RandomState::new())
+    }
+}
+
+impl<S: BuildHasher> DependencyIndex<S> {
+    fn with_hasher(hasher: S) -> Self {
         DependencyIndex {
-            hasher: RandomState::new(),
+            hasher,
             buckets: HashMap::new(),
         }
     }
@@ -516,9 +523,76 @@ fn cause_label(cause: RemovalCause) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use super::{ChangeKind, TOMBSTONE_LIFETIME, Tombstones};
+    use hyper::header::HeaderValue;
+
+    use super::{CachedDecision, ChangeKind, DependencyIndex, TOMBSTONE_LIFETIME, Tombstones};
+    use crate::decision::{Decision, Dependency, Grant};
+    use crate::verify::jwt::VerifiedClaims;
+
+    /// Every id in one bucket.
+    #[derive(Clone, Copy)]
+    struct Colliding;
+    struct Zero;
+    impl Hasher for Zero {
+        fn finish(&self) -> u64 {
+            0
+        }
+        fn write(&mut self, _: &[u8]) {}
+    }
+    impl BuildHasher for Colliding {
+        type Hasher = Zero;
+        fn build_hasher(&self) -> Zero {
+            Zero
+        }
+    }
+
+    fn grant(key: u128, sid: &'static str, jti: Option<&str>) -> Arc<CachedDecision> {
+        let claims = VerifiedClaims {
+            subject: HeaderValue::from_static("u"),
+            session_id: Some(HeaderValue::from_static(sid)),
+            jti: jti.map(Into::into),
+            exp: 0,
+            payload: None,
+        };
+        let decision = Decision::Grant(Box::new(Grant {
+            claims,
+            session_header: None,
+        }));
+        Arc::new(CachedDecision::new(decision, key, Instant::now(), 0))
+    }
+
+    fn keys(entries: &[Arc<CachedDecision>]) -> Vec<u128> {
+        let mut keys: Vec<u128> = entries.iter().map(|entry| entry.key()).collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// With every id in one bucket, an invalidation takes exactly the entries of its id, an
+    /// eviction removes exactly its entry, and the others stay indexed.
+    #[test]
+    fn a_bucket_collision_takes_and_evicts_only_the_right_entries() {
+        let mut index = DependencyIndex::with_hasher(Colliding);
+        let a1 = grant(1, "a", Some("j1"));
+        let a2 = grant(2, "a", None);
+        let b = grant(3, "b", Some("j3"));
+        let c = grant(4, "c", None);
+        for entry in [&a1, &a2, &b, &c] {
+            index.register(entry);
+        }
+        index.unregister(&c);
+        assert_eq!(keys(&index.take(Dependency::Session("a"))), vec![1, 2]);
+        assert!(index.take(Dependency::Session("a")).is_empty());
+        assert!(index.take(Dependency::Session("c")).is_empty(), "evicted");
+        assert_eq!(keys(&index.take(Dependency::Session("b"))), vec![3]);
+        // Its other id shared the bucket: the entry went with the first take (and was marked
+        // and dropped from the cache then), so nothing is left under it.
+        assert!(index.take(Dependency::Token("j3")).is_empty());
+        assert!(index.buckets.is_empty());
+    }
 
     fn id(name: &str) -> (bool, Box<str>) {
         (true, name.into())
