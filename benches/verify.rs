@@ -41,7 +41,7 @@ fn bench(c: &mut Criterion) {
 
     let cached = verifier(Duration::from_secs(600));
     runtime.block_on(async {
-        assert!(matches!(cached.verify(&token).await, Verdict::Decided(_)));
+        assert!(matches!(cached.verify(&token).await, Verdict::Granted(_)));
     });
     c.bench_function("verify: cache hit", |b| {
         b.to_async(&runtime).iter(|| cached.verify(&token))

@@ -558,7 +558,7 @@ mod tests {
             exp: 0,
             payload: None,
         };
-        let decision = Decision::Grant(Box::new(Grant {
+        let decision = Decision::Grant(Arc::new(Grant {
             claims,
             session_header: None,
         }));

@@ -7,6 +7,7 @@
 //! the verifier build on it without importing each other.
 
 use std::mem::size_of;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::header::HeaderValue;
@@ -20,8 +21,9 @@ pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 
 /// The decision on one token.
 pub enum Decision {
-    /// Boxed: most cached rejections are small, grants are not.
-    Grant(Box<Grant>),
+    /// Shared: most cached rejections are small, grants are not, and a verdict hands the grant
+    /// to the handler without copying it.
+    Grant(Arc<Grant>),
     Deny(Reason),
 }
 
@@ -83,7 +85,9 @@ impl Decision {
             + match self {
                 Decision::Deny(_) => 0,
                 Decision::Grant(grant) => {
-                    size_of::<Grant>()
+                    // The Arc's two reference counts, then the grant.
+                    2 * size_of::<usize>()
+                        + size_of::<Grant>()
                         + grant.claims.subject.len()
                         + optional(&grant.claims.session_id)
                         + grant.claims.jti.as_ref().map_or(0, |jti| jti.len())

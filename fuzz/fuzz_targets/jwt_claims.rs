@@ -21,8 +21,9 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
 use session_sidecar::App;
 use session_sidecar::http::respond::forward_auth_grant;
+use session_sidecar::http::respond::introspection_body;
+use session_sidecar::verify::Verdict;
 use session_sidecar::verify::jwt::header_safe;
-use session_sidecar::verify::{Decision, Verdict, introspection};
 use session_sidecar_fuzz::{
     ArbJson, LEEWAY, SECRET, SESSION_ID, SESSION_SECRET, SESSION_SUB, app, hmac_token, now, runtime,
 };
@@ -214,13 +215,10 @@ fuzz_target!(|input: Input| {
     let app = shared();
     let started = now();
     let verdict = runtime().block_on(app.verifier.verify(&token));
-    let entry = match verdict {
-        Verdict::Decided(entry) => entry,
-        Verdict::Rejected(_) => return,
+    let grant = match verdict {
+        Verdict::Granted(grant) => grant,
+        Verdict::Denied(_) => return,
         Verdict::Unavailable => panic!("the embedded store never fails"),
-    };
-    let Decision::Grant(grant) = &entry.decision else {
-        return;
     };
     let claims = claims.expect("a granted payload is a JSON object");
     assert!(header_safe(grant.claims.sub()), "{:?}", grant.claims.sub());
@@ -245,8 +243,8 @@ fuzz_target!(|input: Input| {
         assert_eq!(grant.claims.sub(), SESSION_SUB);
         assert!(grant.session_header.is_some());
     }
-    let body = introspection(grant);
+    let body = introspection_body(&grant);
     assert_eq!(body["active"], Value::Bool(true));
-    let response = forward_auth_grant(grant);
+    let response = forward_auth_grant(&grant);
     assert_eq!(response.status(), 200);
 });

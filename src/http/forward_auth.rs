@@ -3,15 +3,15 @@
 //! the response.
 
 use http_body_util::BodyExt;
+use hyper::Request;
 use hyper::body::Incoming;
-use hyper::{Request, StatusCode};
 use serde::Deserialize;
 
 use super::respond::{self, HttpResponse};
 use crate::App;
 use crate::error::{ApiError, Reason};
 use crate::verify::jwt::json_too_deep;
-use crate::verify::{Decision, Verdict, extract, introspection};
+use crate::verify::{Verdict, extract};
 
 /// `GET|HEAD|POST /verify[/...]`: headers for a proxy, or a `401`/`503`.
 pub async fn forward_auth(app: &App, request: &Request<Incoming>) -> HttpResponse {
@@ -27,11 +27,8 @@ pub async fn forward_auth(app: &App, request: &Request<Incoming>) -> HttpRespons
         }
     };
     match app.verifier.verify(token).await {
-        Verdict::Decided(entry) => match &entry.decision {
-            Decision::Grant(grant) => respond::forward_auth_grant(grant),
-            Decision::Deny(reason) => app.rejections.reject(*reason),
-        },
-        Verdict::Rejected(reason) => app.rejections.reject(reason),
+        Verdict::Granted(grant) => respond::forward_auth_grant(&grant),
+        Verdict::Denied(reason) => app.rejections.reject(reason),
         Verdict::Unavailable => respond::unavailable(),
     }
 }
@@ -81,11 +78,8 @@ pub async fn introspect(app: &App, request: Request<Incoming>) -> HttpResponse {
         }
     };
     match app.verifier.verify(&token).await {
-        Verdict::Decided(entry) => match &entry.decision {
-            Decision::Grant(grant) => respond::json(StatusCode::OK, &introspection(grant)),
-            Decision::Deny(reason) => app.rejections.reject(*reason),
-        },
-        Verdict::Rejected(reason) => app.rejections.reject(reason),
+        Verdict::Granted(grant) => respond::introspection_grant(&grant),
+        Verdict::Denied(reason) => app.rejections.reject(reason),
         Verdict::Unavailable => respond::unavailable(),
     }
 }

@@ -3,14 +3,16 @@
 //! bodies are rendered once per reason at start-up, so a cached rejection allocates nothing
 //! but the response itself.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use serde_json::Value;
 
+use crate::decision::Grant;
 use crate::error::{ApiError, Reason};
-use crate::verify::Grant;
 
 /// The response type of every handler.
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -95,6 +97,33 @@ pub fn forward_auth_grant(grant: &Grant) -> HttpResponse {
     }
     headers.insert(CACHE_CONTROL, NO_STORE);
     response
+}
+
+/// `200` with the introspection body of a grant (SPEC §3.2).
+pub fn introspection_grant(grant: &Grant) -> HttpResponse {
+    json(StatusCode::OK, &introspection_body(grant))
+}
+
+/// The introspection body of a grant (SPEC §3.2).
+pub fn introspection_body(grant: &Grant) -> Value {
+    let mut body = serde_json::json!({
+        "active": true,
+        "sub": grant.claims.sub(),
+        "exp": grant.claims.exp,
+        "claims": grant.claims.payload_json(),
+    });
+    if let (Some(sid), Some(session), Value::Object(map)) =
+        (grant.sid(), &grant.session_header, &mut body)
+    {
+        let data = URL_SAFE_NO_PAD
+            .decode(session.as_bytes())
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or(Value::Null);
+        map.insert("sid".into(), Value::String(sid.to_owned()));
+        map.insert("session".into(), data);
+    }
+    body
 }
 
 /// `503 {"active":false,"reason":"store_unavailable"}`: the decision is impossible.

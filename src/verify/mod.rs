@@ -17,7 +17,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hyper::header::HeaderValue;
 use jsonwebtoken::AlgorithmFamily;
-use serde_json::Value;
 
 use crate::cache::{CachedDecision, DecisionCache, Freshness, TokenKey};
 pub use crate::decision::{Decision, Grant};
@@ -27,24 +26,30 @@ use crate::store::{Lookup, LookupQuery, Session, SessionStore};
 use jwt::{JwtVerifier, VerifiedClaims};
 use session_keys::{Admission, SessionKeyGate};
 
-/// The answer for one request.
+/// The answer for one request, the one type the handlers see: whether it came from the cache,
+/// a fresh verification or an invalidation is the verifier's business.
 pub enum Verdict {
-    /// A decision (grant or deny), possibly from the cache.
-    Decided(Arc<CachedDecision>),
-    /// Rejected by an invalidation since it was cached.
-    Rejected(Reason),
+    /// Valid: the grant, with its pre-rendered headers.
+    Granted(Arc<Grant>),
+    /// Invalid, with the reason (a rejection cached or computed, or an invalidation since).
+    Denied(Reason),
     /// Undecidable: the store could not answer and nothing usable was cached.
     Unavailable,
 }
 
 impl Verdict {
+    /// The answer a decision gives.
+    fn of(entry: &CachedDecision) -> Verdict {
+        match &entry.decision {
+            Decision::Grant(grant) => Verdict::Granted(Arc::clone(grant)),
+            Decision::Deny(reason) => Verdict::Denied(*reason),
+        }
+    }
+
     fn outcome(&self) -> Outcome {
         match self {
-            Verdict::Decided(entry) => match &entry.decision {
-                Decision::Grant(_) => Outcome::Valid,
-                Decision::Deny(reason) => Outcome::Invalid(*reason),
-            },
-            Verdict::Rejected(reason) => Outcome::Invalid(*reason),
+            Verdict::Granted(_) => Outcome::Valid,
+            Verdict::Denied(reason) => Outcome::Invalid(*reason),
             Verdict::Unavailable => Outcome::Unavailable,
         }
     }
@@ -87,8 +92,8 @@ impl Verifier {
         let started = Instant::now();
         let key = self.cache.key(token);
         let (verdict, hit) = match self.cache.get(key).await {
-            Some((entry, Freshness::Trusted)) => (Verdict::Decided(entry), true),
-            Some((_, Freshness::Rejected(reason))) => (Verdict::Rejected(reason), true),
+            Some((entry, Freshness::Trusted)) => (Verdict::of(&entry), true),
+            Some((_, Freshness::Rejected(reason))) => (Verdict::Denied(reason), true),
             Some((entry, Freshness::Recheck)) => (self.recheck(entry).await, false),
             None => {
                 let computed = self
@@ -99,8 +104,8 @@ impl Verifier {
                     // An invalidation that arrived while the store was being read has marked
                     // the entry as it was admitted: it is answered now, not at the next hit.
                     Ok(entry) => match self.cache.rejection(&entry) {
-                        Some(reason) => (Verdict::Rejected(reason), false),
-                        None => (Verdict::Decided(entry), false),
+                        Some(reason) => (Verdict::Denied(reason), false),
+                        None => (Verdict::of(&entry), false),
                     },
                     Err(_) => (Verdict::Unavailable, false),
                 }
@@ -203,7 +208,7 @@ impl Verifier {
     /// Asks the store again about a cached grant whose session changed or whose feed was lost.
     async fn recheck(&self, entry: Arc<CachedDecision>) -> Verdict {
         let Decision::Grant(grant) = &entry.decision else {
-            return Verdict::Decided(entry);
+            return Verdict::of(&entry);
         };
         let started = Instant::now();
         let epoch = self.cache.trust_epoch();
@@ -211,13 +216,13 @@ impl Verifier {
             Ok(lookup) => {
                 let key = entry.key();
                 let fresh = self.decide(grant.claims.clone(), lookup, key, epoch);
-                Verdict::Decided(self.cache.replace(fresh, started).await)
+                Verdict::of(&*self.cache.replace(fresh, started).await)
             }
             Err(_) => {
                 // The store cannot answer for this session: what was cached stands until its
                 // deadline (SPEC §4; no revocation can be written to a shard that is down).
                 self.cache.recheck_failed(&entry);
-                Verdict::Decided(entry)
+                Verdict::of(&entry)
             }
         }
     }
@@ -259,7 +264,7 @@ impl Verifier {
         }
         let now = Instant::now();
         let deadline = now.checked_add(until.min(self.cache.ttl())).unwrap_or(now);
-        CachedDecision::new(Decision::Grant(Box::new(grant)), key, deadline, epoch)
+        CachedDecision::new(Decision::Grant(Arc::new(grant)), key, deadline, epoch)
     }
 
     /// A rejection that is answered but not kept: it expires as it is made.
@@ -301,26 +306,4 @@ fn grant(claims: VerifiedClaims, session: Option<&Session>) -> Option<Grant> {
         session_header,
         claims,
     })
-}
-
-/// The introspection body of a grant (SPEC §3.2).
-pub fn introspection(grant: &Grant) -> Value {
-    let mut body = serde_json::json!({
-        "active": true,
-        "sub": grant.claims.sub(),
-        "exp": grant.claims.exp,
-        "claims": grant.claims.payload_json(),
-    });
-    if let (Some(sid), Some(session), Value::Object(map)) =
-        (grant.sid(), &grant.session_header, &mut body)
-    {
-        let data = URL_SAFE_NO_PAD
-            .decode(session.as_bytes())
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or(Value::Null);
-        map.insert("sid".into(), Value::String(sid.to_owned()));
-        map.insert("session".into(), data);
-    }
-    body
 }

@@ -13,7 +13,6 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use session_sidecar::cache::DecisionCache;
 use session_sidecar::config::ClaimRules;
-use session_sidecar::decision::Decision;
 use session_sidecar::error::{Reason, StoreError};
 use session_sidecar::keys::KeySet;
 use session_sidecar::metrics::Metrics;
@@ -186,17 +185,13 @@ impl Rig {
 
 /// Whether a verdict grants.
 pub fn granted(verdict: &Verdict) -> bool {
-    matches!(verdict, Verdict::Decided(entry) if matches!(entry.decision, Decision::Grant(_)))
+    matches!(verdict, Verdict::Granted(_))
 }
 
 /// The reason a verdict rejects with (`None`: granted or unavailable).
 pub fn reason(verdict: &Verdict) -> Option<Reason> {
     match verdict {
-        Verdict::Rejected(reason) => Some(*reason),
-        Verdict::Decided(entry) => match &entry.decision {
-            Decision::Deny(reason) => Some(*reason),
-            Decision::Grant(_) => None,
-        },
-        Verdict::Unavailable => None,
+        Verdict::Denied(reason) => Some(*reason),
+        Verdict::Granted(_) | Verdict::Unavailable => None,
     }
 }
