@@ -28,6 +28,7 @@ pub mod invalidation;
 pub mod keys;
 pub mod metrics;
 pub mod mint;
+pub mod sessions;
 pub mod store;
 pub mod verify;
 
@@ -46,30 +47,65 @@ use crate::error::StoreError;
 use crate::http::respond::Rejections;
 use crate::metrics::Metrics;
 use crate::mint::TokenSigner;
-use crate::store::{Invalidation, SessionStore};
+use crate::sessions::Sessions;
+use crate::store::SessionStore;
 use crate::verify::Verifier;
 use crate::verify::jwt::JwtVerifier;
 
 /// Everything a request handler needs, shared by all connections.
 pub struct App {
+    pub(crate) verifier: Verifier,
+    pub(crate) sessions: Sessions,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) signer: Option<TokenSigner>,
+    pub(crate) rejections: Rejections,
+    pub(crate) token_cookie: Option<String>,
+    pub(crate) admin_access: AdminAccess,
+    pub(crate) limits: Limits,
+    pub(crate) session_ttl: Duration,
+}
+
+/// What an [`App`] is made of (for [`Sidecar`], and for tests and fuzz targets that drive the
+/// router in process).
+pub struct AppParts {
     pub verifier: Verifier,
-    pub cache: DecisionCache,
-    pub store: Arc<dyn SessionStore>,
+    pub sessions: Sessions,
     pub metrics: Arc<Metrics>,
     pub signer: Option<TokenSigner>,
-    pub rejections: Rejections,
     pub token_cookie: Option<String>,
     pub admin_access: AdminAccess,
     pub limits: Limits,
     pub session_ttl: Duration,
-    pub session_keys: bool,
 }
 
 impl App {
-    /// Applies a change made through this sidecar to its own cache at once. The other
-    /// sidecars hear of it from the store, which publishes every write atomically with it.
-    pub async fn apply_locally(&self, change: Invalidation) {
-        self.cache.apply(&change).await;
+    pub fn new(parts: AppParts) -> App {
+        App {
+            verifier: parts.verifier,
+            sessions: parts.sessions,
+            metrics: parts.metrics,
+            signer: parts.signer,
+            rejections: Rejections::new(),
+            token_cookie: parts.token_cookie,
+            admin_access: parts.admin_access,
+            limits: parts.limits,
+            session_ttl: parts.session_ttl,
+        }
+    }
+
+    /// The verifier (cache first, then signature, claims and store).
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    /// Session writes (store, then this sidecar's cache).
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// The token signer of the session API, when there is a secret to sign with.
+    pub fn signer(&self) -> Option<&TokenSigner> {
+        self.signer.as_ref()
     }
 }
 
@@ -152,13 +188,11 @@ impl Sidecar {
                 verify::session_keys::SessionKeyGate::new(config.session_key_lookups_per_second)
             }),
         );
-        let app = Arc::new(App {
+        let app = Arc::new(App::new(AppParts {
             verifier,
-            cache,
-            store,
+            sessions: Sessions::new(store, cache, config.session_keys),
             metrics,
             signer,
-            rejections: Rejections::new(),
             token_cookie: config.token_cookie,
             admin_access: match (&config.admin_token, config.dev) {
                 (Some(credential), _) => AdminAccess::Credential(blake3::hash(&credential.0)),
@@ -167,8 +201,7 @@ impl Sidecar {
             },
             limits: config.limits,
             session_ttl: config.session_ttl,
-            session_keys: config.session_keys,
-        });
+        }));
         let api = bind_tcp(config.listen).await?;
         let admin = bind_tcp(config.metrics_listen).await?;
         let unix = match config.listen_unix {

@@ -68,11 +68,11 @@ fn serve(args: ServeArgs) -> ExitCode {
 /// `--dev`: creates a demo session and prints a token bound to it, with a curl line.
 async fn print_dev_banner(sidecar: &Sidecar) {
     let app = sidecar.app();
-    let Some(signer) = &app.signer else { return };
+    let Some(signer) = app.signer() else { return };
     let sid = random_id(18);
     let expires_at = unix_now() + 3600;
     let created = app
-        .store
+        .sessions()
         .create(NewSession {
             sid: sid.clone(),
             sub: "dev-user".into(),

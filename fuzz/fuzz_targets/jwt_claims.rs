@@ -214,7 +214,7 @@ fuzz_target!(|input: Input| {
     let token = hmac_token(alg, &header, &payload, secret);
     let app = shared();
     let started = now();
-    let verdict = runtime().block_on(app.verifier.verify(&token));
+    let verdict = runtime().block_on(app.verifier().verify(&token));
     let grant = match verdict {
         Verdict::Granted(grant) => grant,
         Verdict::Denied(_) => return,

@@ -18,16 +18,16 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Map, Value};
 use session_sidecar::cache::DecisionCache;
 use session_sidecar::config::{ClaimRules, Limits};
-use session_sidecar::http::respond::Rejections;
 use session_sidecar::keys::{KeySet, PublicKeySpec};
 use session_sidecar::metrics::Metrics;
 use session_sidecar::mint::TokenSigner;
+use session_sidecar::sessions::Sessions;
 use session_sidecar::store::memory::MemoryStore;
 use session_sidecar::store::{NewSession, SessionStore};
 use session_sidecar::verify::Verifier;
 use session_sidecar::verify::jwt::JwtVerifier;
 use session_sidecar::verify::session_keys::SessionKeyGate;
-use session_sidecar::{AdminAccess, App};
+use session_sidecar::{AdminAccess, App, AppParts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
 
@@ -140,19 +140,16 @@ pub async fn app(cache_ttl: Duration, session_keys: bool) -> Arc<App> {
         Arc::clone(&metrics),
         session_keys.then(|| SessionKeyGate::new(1_000_000)),
     );
-    Arc::new(App {
+    Arc::new(App::new(AppParts {
         verifier,
-        cache,
-        store,
+        sessions: Sessions::new(store, cache, session_keys),
         metrics,
         signer: Some(TokenSigner::new(SECRET, None, None)),
-        rejections: Rejections::new(),
         token_cookie: Some("sc_token".into()),
         admin_access: AdminAccess::Open,
         limits: limits(),
         session_ttl: Duration::from_secs(3600),
-        session_keys,
-    })
+    }))
 }
 
 /// Signs `header.payload` (both raw JSON bytes, base64url-encoded here) with an HMAC `alg`.

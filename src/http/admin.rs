@@ -16,13 +16,14 @@ const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 pub async fn route(app: &App, request: Request<Incoming>) -> HttpResponse {
     match request.uri().path() {
         "/metrics" => {
-            app.cache.run_pending_tasks().await;
-            let body = app.metrics.render(app.cache.entry_count());
+            let cache = app.verifier.cache();
+            cache.run_pending_tasks().await;
+            let body = app.metrics.render(cache.entry_count());
             respond::text(StatusCode::OK, "text/plain; version=0.0.4", body)
         }
         "/healthz" => respond::text(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" => {
-            let store = tokio::time::timeout(READY_PROBE_TIMEOUT, app.store.ping()).await;
+            let store = tokio::time::timeout(READY_PROBE_TIMEOUT, app.sessions.ping()).await;
             match store {
                 Ok(Ok(())) if !app.verifier.jwt().keys().allowed().is_empty() => {
                     respond::text(StatusCode::OK, "text/plain", "ready\n")

@@ -15,7 +15,7 @@ use super::forward_auth::read_limited;
 use super::respond::{self, HttpResponse};
 use crate::error::ApiError;
 use crate::mint::random_id;
-use crate::store::{Invalidation, NewSession, PatchLimits, PatchOutcome, Session, unix_now};
+use crate::store::{NewSession, PatchLimits, PatchOutcome, Session, unix_now};
 use crate::verify::jwt::{
     decode_object, header_safe, json_too_deep, numeric_date_saturating, valid_id, valid_subject,
 };
@@ -60,11 +60,14 @@ pub async fn create(app: &App, request: Request<Incoming>) -> ApiResult {
     let sid = random_id(SID_BYTES);
     let jti = random_id(JTI_BYTES);
     let expires_at = unix_now() + ttl.as_secs();
-    let secret = app.session_keys.then(|| random_id(SESSION_SECRET_BYTES));
+    let secret = app
+        .sessions
+        .issue_session_secrets()
+        .then(|| random_id(SESSION_SECRET_BYTES));
     let token = signer
         .sign(&body.sub, Some(&sid), Some(&jti), expires_at, &[])
         .map_err(|_| ApiError::NoSigningKey)?;
-    app.store
+    app.sessions
         .create(NewSession {
             sid: sid.clone(),
             sub: body.sub,
@@ -84,7 +87,7 @@ pub async fn create(app: &App, request: Request<Incoming>) -> ApiResult {
 pub async fn get(app: &App, request: &Request<Incoming>, sid: &str) -> ApiResult {
     authorize(app, request)?;
     let sid = &path_id(sid)?;
-    match app.store.get(sid).await? {
+    match app.sessions.get(sid).await? {
         Some(session) => Ok(respond::json(StatusCode::OK, &session_body(&session))),
         None => Err(ApiError::NotFound),
     }
@@ -98,10 +101,8 @@ pub async fn patch(app: &App, request: Request<Incoming>, sid: &str) -> ApiResul
     let limits = PatchLimits {
         max_session_bytes: app.limits.max_session_bytes,
     };
-    match app.store.patch(sid, &patch, limits).await? {
+    match app.sessions.patch(sid, &patch, limits).await? {
         PatchOutcome::Patched(session) => {
-            app.apply_locally(Invalidation::SessionUpdated(sid.to_owned()))
-                .await;
             Ok(respond::json(StatusCode::OK, &session_body(&session)))
         }
         PatchOutcome::NotFound => Err(ApiError::NotFound),
@@ -113,9 +114,7 @@ pub async fn patch(app: &App, request: Request<Incoming>, sid: &str) -> ApiResul
 pub async fn delete(app: &App, request: &Request<Incoming>, sid: &str) -> ApiResult {
     authorize(app, request)?;
     let sid = &path_id(sid)?;
-    app.store.delete(sid).await?;
-    app.apply_locally(Invalidation::SessionDeleted(sid.to_owned()))
-        .await;
+    app.sessions.delete(sid).await?;
     Ok(respond::empty(StatusCode::NO_CONTENT))
 }
 
@@ -125,11 +124,7 @@ pub async fn delete_subject(app: &App, request: &Request<Incoming>, sub: &str) -
     let sub = percent_decode(sub)
         .filter(|s| header_safe(s))
         .ok_or_else(|| ApiError::MalformedBody("the subject in the path is not readable".into()))?;
-    let sids = app.store.delete_subject(&sub).await?;
-    for sid in &sids {
-        app.apply_locally(Invalidation::SessionDeleted(sid.clone()))
-            .await;
-    }
+    let sids = app.sessions.delete_subject(&sub).await?;
     Ok(respond::json(
         StatusCode::OK,
         &json!({ "revoked": sids.len() }),
@@ -191,10 +186,7 @@ pub async fn revoke(app: &App, request: Request<Incoming>) -> ApiResult {
     }
     let exp =
         exp.ok_or_else(|| ApiError::MalformedBody("`exp` (unix seconds) is required".into()))?;
-    if exp > unix_now() {
-        app.store.revoke(&jti, exp).await?;
-    }
-    app.apply_locally(Invalidation::TokenRevoked(jti)).await;
+    app.sessions.revoke(jti, exp).await?;
     Ok(respond::empty(StatusCode::NO_CONTENT))
 }
 

@@ -82,6 +82,11 @@ impl Verifier {
         }
     }
 
+    /// The decision cache (for its size in `/metrics`).
+    pub fn cache(&self) -> &DecisionCache {
+        &self.cache
+    }
+
     /// The JWT verifier (for the session API, which reads tokens it is asked to revoke).
     pub fn jwt(&self) -> &JwtVerifier {
         &self.jwt
