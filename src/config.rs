@@ -1,5 +1,7 @@
-//! Command line and environment: the clap structures, and their validation into a typed
-//! [`Config`] that the rest of the program is handed. Every file named by a flag is read here,
+//! Command line and environment: the clap structures, and the one function
+//! ([`Config::from_args`]) that turns them into the components' own configuration types
+//! (`store::redis::RedisConfig`, `verify::jwt::ClaimRules`, `http::Limits`, the key set), which
+//! live next to the components that read them and check themselves. Every file named by a flag is read here,
 //! once, at start-up; nothing below this module looks at flags, the environment or paths.
 //!
 //! Validation collects every problem before failing, so an operator fixes a bad deployment in
@@ -13,7 +15,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use jsonwebtoken::Algorithm;
 
 use crate::error::ConfigError;
+use crate::http::Limits;
 use crate::keys::{KeySet, PublicKeySpec};
+use crate::store::StoreConfig;
+use crate::store::redis::{RedisConfig, RedisConfigError};
+use crate::verify::jwt::ClaimRules;
 
 /// Shortest HMAC secret accepted (RFC 7518 §3.2: at least the hash output, 32 bytes for HS256).
 pub const MIN_HMAC_SECRET_BYTES: usize = 32;
@@ -252,58 +258,6 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Where sessions live.
-#[derive(Debug, Clone)]
-pub enum StoreConfig {
-    /// Embedded in-memory store (one process).
-    Memory,
-    /// Redis Cluster.
-    Redis(RedisConfig),
-}
-
-/// Connection settings of the Redis Cluster store.
-#[derive(Clone)]
-pub struct RedisConfig {
-    pub nodes: Vec<String>,
-    pub key_prefix: String,
-    /// PEM roots for `rediss://` (None: the system's roots).
-    pub ca_pem: Option<Vec<u8>>,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub read_from_replicas: bool,
-    pub connect_timeout: Duration,
-    pub command_timeout: Duration,
-}
-
-impl std::fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("nodes", &self.nodes)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
-            .field("read_from_replicas", &self.read_from_replicas)
-            .finish()
-    }
-}
-
-/// Request size limits (SPEC §7).
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_token_bytes: usize,
-    pub max_header_bytes: usize,
-    pub max_body_bytes: usize,
-    pub max_session_bytes: usize,
-    pub max_json_depth: usize,
-}
-
-/// Claim checks applied to every token.
-#[derive(Debug, Clone)]
-pub struct ClaimRules {
-    pub issuer: Option<String>,
-    pub audience: Vec<String>,
-    pub leeway: u64,
-}
-
 /// The validated configuration of `serve`.
 #[derive(Debug)]
 pub struct Config {
@@ -336,213 +290,10 @@ impl Config {
     ) -> Result<Config, Vec<ConfigError>> {
         let mut problems = Vec::new();
 
-        let secret = match (&args.jwt_secret_file, dev_secret) {
-            (Some(path), _) => read_secret(path, "--jwt-secret-file", &mut problems).filter(|secret| {
-                // RFC 7518 §3.2: an HMAC key at least as long as the hash (32 bytes for HS256).
-                let long_enough = secret.len() >= MIN_HMAC_SECRET_BYTES;
-                if !long_enough {
-                    problems.push(ConfigError::new(
-                        "--jwt-secret-file",
-                        format!(
-                            "{} holds {} bytes: an HMAC secret needs at least {MIN_HMAC_SECRET_BYTES} (RFC 7518 §3.2)",
-                            path.display(),
-                            secret.len()
-                        ),
-                    ));
-                }
-                long_enough
-            }),
-            (None, dev) => dev,
-        };
-        let public_keys: Vec<PublicKeySpec> = args
-            .jwt_public_key_file
-            .iter()
-            .filter_map(|spec| {
-                PublicKeySpec::parse(spec)
-                    .map_err(|e| problems.push(ConfigError::new("--jwt-public-key-file", e)))
-                    .ok()
-            })
-            .collect();
-        if args.jwks_url.is_some() {
-            // The flag's name is fixed by the SPEC; its fetching and refresh land in their own
-            // issue. Refusing beats starting without the keys the operator asked for.
-            problems.push(ConfigError::new(
-                "--jwks-url",
-                "remote JWKS is not supported by this build yet; use --jwt-public-key-file",
-            ));
-        }
-        let algorithms = parse_algorithms(&args.algorithms, &mut problems);
-
-        let any_key_flag = args.jwt_secret_file.is_some()
-            || !args.jwt_public_key_file.is_empty()
-            || args.jwks_url.is_some();
-        let keys = if !problems.is_empty() {
-            // A key flag was given but could not be used: that problem is already reported.
-            None
-        } else if !any_key_flag && secret.is_none() {
-            problems.push(ConfigError::new(
-                "--jwt-secret-file",
-                "no key at all: give --jwt-secret-file, --jwt-public-key-file or --jwks-url (or --dev to try it out)",
-            ));
-            None
-        } else {
-            match KeySet::new(secret.clone(), public_keys, algorithms) {
-                Ok(keys) => Some(keys),
-                Err(e) => {
-                    problems.push(e);
-                    None
-                }
-            }
-        };
-
-        let store = if args.redis_nodes.is_empty() {
-            StoreConfig::Memory
-        } else {
-            for node in &args.redis_nodes {
-                if let Err(e) = validate_redis_url(node) {
-                    problems.push(ConfigError::new("--redis-nodes", e));
-                }
-            }
-            if args.redis_key_prefix.is_empty()
-                || !args
-                    .redis_key_prefix
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}')
-            {
-                problems.push(ConfigError::new(
-                    "--redis-key-prefix",
-                    "must be printable ASCII without spaces or braces",
-                ));
-            }
-            let tls = args
-                .redis_nodes
-                .iter()
-                .filter(|n| n.starts_with("rediss://"))
-                .count();
-            if tls != 0 && tls != args.redis_nodes.len() {
-                problems.push(ConfigError::new(
-                    "--redis-nodes",
-                    "mixes redis:// and rediss:// nodes: a cluster is either TLS or not",
-                ));
-            }
-            let ca_pem = match &args.redis_ca_file {
-                Some(path) if tls == 0 => {
-                    problems.push(ConfigError::new(
-                        "--redis-ca-file",
-                        format!(
-                            "{} is given but no --redis-nodes URL is rediss://",
-                            path.display()
-                        ),
-                    ));
-                    None
-                }
-                Some(path) => match std::fs::read(path) {
-                    Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => {
-                        Some(pem)
-                    }
-                    Ok(_) => {
-                        problems.push(ConfigError::new(
-                            "--redis-ca-file",
-                            format!("{} holds no PEM certificate", path.display()),
-                        ));
-                        None
-                    }
-                    Err(e) => {
-                        problems.push(ConfigError::new(
-                            "--redis-ca-file",
-                            format!("cannot read {}: {e}", path.display()),
-                        ));
-                        None
-                    }
-                },
-                None => None,
-            };
-            let password = args
-                .redis_password_file
-                .as_ref()
-                .and_then(|p| read_secret(p, "--redis-password-file", &mut problems))
-                .and_then(|bytes| match String::from_utf8(bytes) {
-                    Ok(text) => Some(text),
-                    Err(_) => {
-                        problems.push(ConfigError::new(
-                            "--redis-password-file",
-                            "the password is not UTF-8",
-                        ));
-                        None
-                    }
-                });
-            StoreConfig::Redis(RedisConfig {
-                nodes: args.redis_nodes.clone(),
-                key_prefix: args.redis_key_prefix.clone(),
-                ca_pem,
-                username: args.redis_username.clone(),
-                password,
-                read_from_replicas: args.redis_read_from_replicas,
-                connect_timeout: Duration::from_millis(args.redis_connect_timeout_ms.max(1)),
-                command_timeout: Duration::from_millis(args.redis_command_timeout_ms.max(1)),
-            })
-        };
-
-        let admin_token = args
-            .admin_token_file
-            .as_ref()
-            .and_then(|p| read_secret(p, "--admin-token-file", &mut problems))
-            .filter(|credential| {
-                // A credential with whitespace cannot be sent as one bearer token: every call
-                // would be refused, which an operator should learn at start-up.
-                let usable = !credential.iter().any(u8::is_ascii_whitespace);
-                if !usable {
-                    problems.push(ConfigError::new(
-                        "--admin-token-file",
-                        "the credential holds whitespace (only a trailing newline is ignored)",
-                    ));
-                }
-                usable
-            })
-            .map(Secret);
-        let exposed = !args.listen.ip().is_loopback();
-        if exposed && admin_token.is_none() && args.admin_token_file.is_none() {
-            problems.push(ConfigError::new(
-                "--admin-token-file",
-                format!(
-                    "--listen {} is not a loopback address: the session API then needs --admin-token-file",
-                    args.listen
-                ),
-            ));
-        }
-
-        if let Some(cookie) = &args.token_cookie
-            && (cookie.is_empty()
-                || !cookie
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)))
-        {
-            problems.push(ConfigError::new(
-                "--token-cookie",
-                format!("`{cookie}` is not a cookie name"),
-            ));
-        }
-        if args.cache_max_entries == 0 {
-            problems.push(ConfigError::new(
-                "--cache-max-entries",
-                "must be at least 1 (use --cache-ttl 0 to disable the cache)",
-            ));
-        }
-        if args.max_header_bytes < 8192 {
-            problems.push(ConfigError::new(
-                "--max-header-bytes",
-                "must be at least 8192",
-            ));
-        }
-        if args.max_json_depth == 0 || args.max_json_depth > 128 {
-            problems.push(ConfigError::new(
-                "--max-json-depth",
-                "must be between 1 and 128",
-            ));
-        }
-        if args.session_ttl == 0 {
-            problems.push(ConfigError::new("--session-ttl", "must be at least 1"));
-        }
+        let (secret, keys) = keys_from(args, dev_secret, &mut problems);
+        let store = store_from(args, &mut problems);
+        let admin_token = admin_token_from(args, &mut problems);
+        check_limits(args, &mut problems);
 
         match keys {
             Some(keys) if problems.is_empty() => Ok(Config {
@@ -576,6 +327,194 @@ impl Config {
             }),
             _ => Err(problems),
         }
+    }
+}
+
+/// The verification keys (and the HMAC secret, which also signs the session API's tokens).
+fn keys_from(
+    args: &ServeArgs,
+    dev_secret: Option<Vec<u8>>,
+    problems: &mut Vec<ConfigError>,
+) -> (Option<Vec<u8>>, Option<KeySet>) {
+    let secret = match (&args.jwt_secret_file, dev_secret) {
+        (Some(path), _) => read_secret(path, "--jwt-secret-file", problems).filter(|secret| {
+            // RFC 7518 §3.2: an HMAC key at least as long as the hash (32 bytes for HS256).
+            let long_enough = secret.len() >= MIN_HMAC_SECRET_BYTES;
+            if !long_enough {
+                problems.push(ConfigError::new(
+                    "--jwt-secret-file",
+                    format!(
+                        "{} holds {} bytes: an HMAC secret needs at least {MIN_HMAC_SECRET_BYTES} (RFC 7518 §3.2)",
+                        path.display(),
+                        secret.len()
+                    ),
+                ));
+            }
+            long_enough
+        }),
+        (None, dev) => dev,
+    };
+    let public_keys: Vec<PublicKeySpec> = args
+        .jwt_public_key_file
+        .iter()
+        .filter_map(|spec| {
+            PublicKeySpec::parse(spec)
+                .map_err(|e| problems.push(ConfigError::new("--jwt-public-key-file", e)))
+                .ok()
+        })
+        .collect();
+    if args.jwks_url.is_some() {
+        // The flag's name is fixed by the SPEC; its fetching and refresh land in their own
+        // issue. Refusing beats starting without the keys the operator asked for.
+        problems.push(ConfigError::new(
+            "--jwks-url",
+            "remote JWKS is not supported by this build yet; use --jwt-public-key-file",
+        ));
+    }
+    let algorithms = parse_algorithms(&args.algorithms, problems);
+
+    let any_key_flag = args.jwt_secret_file.is_some()
+        || !args.jwt_public_key_file.is_empty()
+        || args.jwks_url.is_some();
+    let keys = if !problems.is_empty() {
+        // A key flag was given but could not be used: that problem is already reported.
+        None
+    } else if !any_key_flag && secret.is_none() {
+        problems.push(ConfigError::new(
+            "--jwt-secret-file",
+            "no key at all: give --jwt-secret-file, --jwt-public-key-file or --jwks-url (or --dev to try it out)",
+        ));
+        None
+    } else {
+        match KeySet::new(secret.clone(), public_keys, algorithms) {
+            Ok(keys) => Some(keys),
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        }
+    };
+    (secret, keys)
+}
+
+/// Where sessions live: the embedded store, or the Redis Cluster of `--redis-nodes`.
+fn store_from(args: &ServeArgs, problems: &mut Vec<ConfigError>) -> StoreConfig {
+    if args.redis_nodes.is_empty() {
+        StoreConfig::Memory
+    } else {
+        let ca_pem = args
+            .redis_ca_file
+            .as_ref()
+            .and_then(|path| match std::fs::read(path) {
+                Ok(pem) => Some(pem),
+                Err(e) => {
+                    problems.push(ConfigError::new(
+                        "--redis-ca-file",
+                        format!("cannot read {}: {e}", path.display()),
+                    ));
+                    None
+                }
+            });
+        let password = args
+            .redis_password_file
+            .as_ref()
+            .and_then(|p| read_secret(p, "--redis-password-file", problems))
+            .and_then(|bytes| match String::from_utf8(bytes) {
+                Ok(text) => Some(text),
+                Err(_) => {
+                    problems.push(ConfigError::new(
+                        "--redis-password-file",
+                        "the password is not UTF-8",
+                    ));
+                    None
+                }
+            });
+        let redis = RedisConfig {
+            nodes: args.redis_nodes.clone(),
+            key_prefix: args.redis_key_prefix.clone(),
+            ca_pem,
+            username: args.redis_username.clone(),
+            password,
+            read_from_replicas: args.redis_read_from_replicas,
+            connect_timeout: Duration::from_millis(args.redis_connect_timeout_ms.max(1)),
+            command_timeout: Duration::from_millis(args.redis_command_timeout_ms.max(1)),
+        };
+        match redis.checked() {
+            Ok(redis) => StoreConfig::Redis(redis),
+            Err(errors) => {
+                let ca = args.redis_ca_file.as_deref().unwrap_or(Path::new(""));
+                problems.extend(errors.iter().map(|error| redis_problem(error, ca)));
+                StoreConfig::Memory
+            }
+        }
+    }
+}
+
+/// The session API's credential; a non-loopback `--listen` needs one.
+fn admin_token_from(args: &ServeArgs, problems: &mut Vec<ConfigError>) -> Option<Secret> {
+    let admin_token = args
+        .admin_token_file
+        .as_ref()
+        .and_then(|p| read_secret(p, "--admin-token-file", problems))
+        .filter(|credential| {
+            // A credential with whitespace cannot be sent as one bearer token: every call
+            // would be refused, which an operator should learn at start-up.
+            let usable = !credential.iter().any(u8::is_ascii_whitespace);
+            if !usable {
+                problems.push(ConfigError::new(
+                    "--admin-token-file",
+                    "the credential holds whitespace (only a trailing newline is ignored)",
+                ));
+            }
+            usable
+        })
+        .map(Secret);
+    let exposed = !args.listen.ip().is_loopback();
+    if exposed && admin_token.is_none() && args.admin_token_file.is_none() {
+        problems.push(ConfigError::new(
+            "--admin-token-file",
+            format!(
+                "--listen {} is not a loopback address: the session API then needs --admin-token-file",
+                args.listen
+            ),
+        ));
+    }
+    admin_token
+}
+
+/// The cookie name, the cache bound and the request limits.
+fn check_limits(args: &ServeArgs, problems: &mut Vec<ConfigError>) {
+    if let Some(cookie) = &args.token_cookie
+        && (cookie.is_empty()
+            || !cookie
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)))
+    {
+        problems.push(ConfigError::new(
+            "--token-cookie",
+            format!("`{cookie}` is not a cookie name"),
+        ));
+    }
+    if args.cache_max_entries == 0 {
+        problems.push(ConfigError::new(
+            "--cache-max-entries",
+            "must be at least 1 (use --cache-ttl 0 to disable the cache)",
+        ));
+    }
+    if args.max_header_bytes < 8192 {
+        problems.push(ConfigError::new(
+            "--max-header-bytes",
+            "must be at least 8192",
+        ));
+    }
+    if args.max_json_depth == 0 || args.max_json_depth > 128 {
+        problems.push(ConfigError::new(
+            "--max-json-depth",
+            "must be between 1 and 128",
+        ));
+    }
+    if args.session_ttl == 0 {
+        problems.push(ConfigError::new("--session-ttl", "must be at least 1"));
     }
 }
 
@@ -636,20 +575,23 @@ fn parse_algorithms(names: &[String], problems: &mut Vec<ConfigError>) -> Option
     Some(algorithms)
 }
 
-fn validate_redis_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("redis://")
-        .or_else(|| url.strip_prefix("rediss://"))
-        .ok_or_else(|| format!("`{url}` is not a redis:// or rediss:// URL"))?;
-    let host_port = rest.rsplit('@').next().unwrap_or(rest);
-    let host_port = host_port.split('/').next().unwrap_or(host_port);
-    let (host, port) = host_port
-        .rsplit_once(':')
-        .ok_or_else(|| format!("`{url}` has no port"))?;
-    if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(format!("`{url}` is not host:port"));
+/// A Redis configuration error, as the flag it is about and a message.
+fn redis_problem(error: &RedisConfigError, ca_file: &Path) -> ConfigError {
+    match error {
+        RedisConfigError::BadNode(_) | RedisConfigError::MixedTls => {
+            ConfigError::new("--redis-nodes", error.to_string())
+        }
+        RedisConfigError::BadKeyPrefix => ConfigError::new("--redis-key-prefix", error.to_string()),
+        RedisConfigError::CaWithoutTls => ConfigError::new(
+            "--redis-ca-file",
+            format!(
+                "{} is given but no --redis-nodes URL is rediss://",
+                ca_file.display()
+            ),
+        ),
+        RedisConfigError::CaNotPem => ConfigError::new(
+            "--redis-ca-file",
+            format!("{} holds no PEM certificate", ca_file.display()),
+        ),
     }
-    redis::IntoConnectionInfo::into_connection_info(url)
-        .map(|_| ())
-        .map_err(|e| format!("`{url}`: {e}"))
 }

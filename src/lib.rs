@@ -42,13 +42,15 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::cache::DecisionCache;
-use crate::config::{Config, Limits, StoreConfig};
+use crate::config::Config;
 use crate::error::StoreError;
+use crate::http::Limits;
 use crate::http::respond::Rejections;
 use crate::metrics::Metrics;
 use crate::mint::TokenSigner;
 use crate::sessions::Sessions;
 use crate::store::SessionStore;
+use crate::store::StoreConfig;
 use crate::verify::Verifier;
 use crate::verify::jwt::JwtVerifier;
 

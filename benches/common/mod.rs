@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use session_sidecar::cache::DecisionCache;
-use session_sidecar::config::ClaimRules;
 use session_sidecar::keys::KeySet;
 use session_sidecar::metrics::Metrics;
 use session_sidecar::store::SessionStore;
 use session_sidecar::verify::Verifier;
+use session_sidecar::verify::jwt::ClaimRules;
 use session_sidecar::verify::jwt::JwtVerifier;
 
 pub const SECRET: &[u8] = b"benchmark-secret-benchmark-secret";

@@ -28,6 +28,16 @@ use crate::App;
 use crate::error::ApiError;
 use respond::HttpResponse;
 
+/// Request size limits (SPEC §7).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_token_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: usize,
+    pub max_session_bytes: usize,
+    pub max_json_depth: usize,
+}
+
 /// How long in-flight requests may take to finish after a shutdown signal (SPEC: exit within 10 s).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
 

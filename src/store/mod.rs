@@ -166,6 +166,15 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// Where sessions live.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// Embedded in-memory store (one process).
+    Memory,
+    /// Redis Cluster.
+    Redis(redis::RedisConfig),
+}
+
 #[cfg(test)]
 mod tests {
     use super::merge_patch;

@@ -14,7 +14,6 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::config::ClaimRules;
 use crate::error::Reason;
 use crate::keys::KeySet;
 use crate::store::MAX_UNIX_TIME;
@@ -27,6 +26,14 @@ const MAX_ID_BYTES: usize = 256;
 pub struct JoseHeader {
     pub alg: Algorithm,
     pub kid: Option<String>,
+}
+
+/// Claim checks applied to every token.
+#[derive(Debug, Clone)]
+pub struct ClaimRules {
+    pub issuer: Option<String>,
+    pub audience: Vec<String>,
+    pub leeway: u64,
 }
 
 /// The claims of a token whose signature and registered claims were verified: what the

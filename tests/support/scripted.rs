@@ -12,7 +12,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use session_sidecar::cache::DecisionCache;
-use session_sidecar::config::ClaimRules;
 use session_sidecar::error::{Reason, StoreError};
 use session_sidecar::keys::KeySet;
 use session_sidecar::metrics::Metrics;
@@ -21,6 +20,7 @@ use session_sidecar::store::{
     FeedEvents, Lookup, LookupQuery, NewSession, PatchLimits, PatchOutcome, Session, SessionStore,
     unix_now,
 };
+use session_sidecar::verify::jwt::ClaimRules;
 use session_sidecar::verify::jwt::JwtVerifier;
 use session_sidecar::verify::{Verdict, Verifier};
 use tokio::sync::{Mutex, Notify, oneshot};

@@ -38,11 +38,108 @@ use super::{
     FeedEvents, Invalidation, Lookup, LookupQuery, MAX_UNIX_TIME, NewSession, PatchLimits,
     PatchOutcome, Session, SessionStore, merge_patch, unix_now,
 };
-use crate::config::RedisConfig;
 use crate::error::StoreError;
 use crate::metrics::Metrics;
 use feed::{FeedSource, encode};
 use futures_util::StreamExt;
+
+/// Connection settings of the Redis Cluster store.
+#[derive(Clone)]
+pub struct RedisConfig {
+    pub nodes: Vec<String>,
+    pub key_prefix: String,
+    /// PEM roots for `rediss://` (None: the system's roots).
+    pub ca_pem: Option<Vec<u8>>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub read_from_replicas: bool,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("nodes", &self.nodes)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("read_from_replicas", &self.read_from_replicas)
+            .finish()
+    }
+}
+
+/// What is wrong with a Redis configuration (the caller names the flag).
+#[derive(Debug, thiserror::Error)]
+pub enum RedisConfigError {
+    #[error("{0}")]
+    BadNode(String),
+    #[error("mixes redis:// and rediss:// nodes: a cluster is either TLS or not")]
+    MixedTls,
+    #[error("must be printable ASCII without spaces or braces")]
+    BadKeyPrefix,
+    #[error("a CA is given but no node URL is rediss://")]
+    CaWithoutTls,
+    #[error("the CA file holds no PEM certificate")]
+    CaNotPem,
+}
+
+impl RedisConfig {
+    /// This configuration, or everything that is wrong with it.
+    pub fn checked(self) -> Result<RedisConfig, Vec<RedisConfigError>> {
+        let mut problems: Vec<RedisConfigError> = self
+            .nodes
+            .iter()
+            .filter_map(|node| validate_redis_url(node).err())
+            .map(RedisConfigError::BadNode)
+            .collect();
+        if self.key_prefix.is_empty()
+            || !self
+                .key_prefix
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}')
+        {
+            problems.push(RedisConfigError::BadKeyPrefix);
+        }
+        let tls = self
+            .nodes
+            .iter()
+            .filter(|n| n.starts_with("rediss://"))
+            .count();
+        if tls != 0 && tls != self.nodes.len() {
+            problems.push(RedisConfigError::MixedTls);
+        }
+        match &self.ca_pem {
+            Some(_) if tls == 0 => problems.push(RedisConfigError::CaWithoutTls),
+            Some(pem) if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => {
+                problems.push(RedisConfigError::CaNotPem)
+            }
+            _ => {}
+        }
+        if problems.is_empty() {
+            Ok(self)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+fn validate_redis_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))
+        .ok_or_else(|| format!("`{url}` is not a redis:// or rediss:// URL"))?;
+    let host_port = rest.rsplit('@').next().unwrap_or(rest);
+    let host_port = host_port.split('/').next().unwrap_or(host_port);
+    let (host, port) = host_port
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{url}` has no port"))?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("`{url}` is not host:port"));
+    }
+    redis::IntoConnectionInfo::into_connection_info(url)
+        .map(|_| ())
+        .map_err(|e| format!("`{url}`: {e}"))
+}
 
 /// The hash fields of a session that a verification reads, in this order.
 const SESSION_FIELDS: [&str; 4] = ["sub", "data", "exp", "secret"];
@@ -599,5 +696,69 @@ fn classify(error: &RedisError) -> StoreError {
         StoreError::Timeout
     } else {
         StoreError::Unavailable(format!("{:?}", error.kind()))
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use std::time::Duration;
+
+    use super::{RedisConfig, RedisConfigError};
+
+    fn config(nodes: &[&str], prefix: &str, ca_pem: Option<&[u8]>) -> RedisConfig {
+        RedisConfig {
+            nodes: nodes.iter().map(|n| (*n).to_owned()).collect(),
+            key_prefix: prefix.into(),
+            ca_pem: ca_pem.map(<[u8]>::to_vec),
+            username: None,
+            password: None,
+            read_from_replicas: false,
+            connect_timeout: Duration::from_millis(500),
+            command_timeout: Duration::from_millis(250),
+        }
+    }
+
+    #[test]
+    fn a_redis_configuration_reports_everything_wrong_with_it() {
+        assert!(
+            config(&["redis://127.0.0.1:7000"], "sidecar", None)
+                .checked()
+                .is_ok()
+        );
+        let errors = config(
+            &["redis://127.0.0.1:7000", "rediss://h:7001", "http://x:1"],
+            "a{b}",
+            Some(b"not a certificate"),
+        )
+        .checked()
+        .err()
+        .unwrap_or_default();
+        assert!(
+            matches!(errors[0], RedisConfigError::BadNode(_)),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| matches!(e, RedisConfigError::BadKeyPrefix))
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| matches!(e, RedisConfigError::MixedTls))
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| matches!(e, RedisConfigError::CaNotPem))
+        );
+        let errors = config(&["redis://127.0.0.1:7000"], "p", Some(b"x"))
+            .checked()
+            .err()
+            .unwrap_or_default();
+        assert!(
+            matches!(errors[..], [RedisConfigError::CaWithoutTls]),
+            "{errors:?}"
+        );
     }
 }
