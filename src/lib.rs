@@ -3,9 +3,12 @@
 //!
 //! # Layout
 //! A request flows one way: [`http`] → [`verify`] → [`cache`] → [`store`].
-//! - [`config`]: the CLI and environment, validated into a typed [`config::Config`].
+//! - [`config`]: the CLI and environment, turned into the components' own config types.
 //! - [`http`]: the API server (forward-auth, introspection, sessions), the admin server, draining.
-//! - [`verify`]: token extraction, JWT checks ([`verify::jwt`]), the [`verify::Decision`].
+//! - [`verify`]: token extraction, JWT checks ([`verify::jwt`]), the [`verify::Verifier`] and the
+//!   one [`verify::Verdict`] handlers see.
+//! - [`decision`]: what is decided about a token (a leaf the cache and the verifier share).
+//! - [`sessions`]: session writes, each applied to this sidecar's cache once it is stored.
 //! - [`keys`]: the HMAC secret and public keys, and which key a token selects.
 //! - [`cache`]: the moka cache of decisions, coalesced misses, invalidation by session/token id.
 //! - [`store`]: the [`store::SessionStore`] trait, the embedded store and the Redis Cluster store
