@@ -422,3 +422,43 @@ async fn the_subject_index_forgets_ended_sessions() {
         (200, json!({"revoked": 1}))
     );
 }
+
+/// An `exp` far beyond any clock (2^62, 1e19) in a revocation is read as the end of the clock,
+/// not handed to Redis as an `EXAT` it refuses (`503` before): the token is revoked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revocation_with_a_huge_exp_is_stored() {
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix("hugeexp");
+    let sidecar = TestSidecar::start_on_cluster(cluster, &prefix, &[]).await;
+    for (i, exp) in [
+        json!(4_611_686_018_427_387_904u64),
+        json!(1e19),
+        json!(u64::MAX),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let jti = format!("{prefix}-huge-{i}");
+        let token = hs256(&json!({"sub": "hal", "exp": now() + 600, "jti": jti}));
+        assert_eq!(sidecar.verify(&token).await.status(), 200);
+        let status = sidecar
+            .session_api(reqwest::Method::POST, "/v1/revoke")
+            .json(&json!({"jti": jti, "exp": exp}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 204, "exp {exp}");
+        assert_eq!(
+            sidecar.verify_status(&token).await,
+            (401, Some("revoked".into()))
+        );
+        let key = format!("{prefix}:{{{jti}}}:deny");
+        let port = cluster.master_for_slot(RedisCluster::key_slot(&key));
+        assert_eq!(
+            cluster.redis_cli(port, &["EXPIRETIME", &key]).trim(),
+            "253402300799",
+            "denied until the end of the clock"
+        );
+    }
+}
