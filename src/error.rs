@@ -115,6 +115,8 @@ pub enum ApiError {
     MalformedBody(String),
     #[error("request body is larger than {0} bytes")]
     BodyTooLarge(usize),
+    #[error("request line and headers are larger than {0} bytes")]
+    HeadersTooLarge(usize),
     #[error("session data is larger than {0} bytes")]
     SessionTooLarge(usize),
     #[error("JSON is nested deeper than {0}")]
@@ -139,6 +141,10 @@ impl ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::MalformedBody(_) => (StatusCode::BAD_REQUEST, "malformed_body"),
             ApiError::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
             ApiError::SessionTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "session_too_large"),
             ApiError::TooDeep(_) => (StatusCode::BAD_REQUEST, "nesting_too_deep"),
             ApiError::MissingJti => (StatusCode::UNPROCESSABLE_ENTITY, "missing_jti"),

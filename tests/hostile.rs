@@ -489,3 +489,43 @@ async fn introspection_bodies_are_depth_checked() {
     assert_eq!(body, json!({"active": false, "reason": "malformed"}));
     assert_alive(&sidecar).await;
 }
+
+/// `--max-header-bytes` holds for every request of a keep-alive connection, not only the
+/// first: proxies reuse connections, so a limit that holds only on a fresh one does not hold.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_header_limit_holds_on_every_request_of_a_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sidecar = TestSidecar::start(&[]).await;
+    let token = hs256(&claims("kay"));
+    let small = format!("GET /verify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
+    let cookie = "c".repeat(17 * 1024);
+    let big = format!(
+        "GET /verify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nCookie: a={cookie}\r\nConnection: close\r\n\r\n"
+    );
+    let mut stream = tokio::net::TcpStream::connect(sidecar.api).await.unwrap();
+    stream.write_all(small.as_bytes()).await.unwrap();
+    let mut first = vec![0u8; 4096];
+    let n = stream.read(&mut first).await.unwrap();
+    let first = String::from_utf8_lossy(&first[..n]).to_string();
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    // Within the limit (16 KiB by default) on the same connection: answered.
+    let fits = format!(
+        "GET /verify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nCookie: a={}\r\n\r\n",
+        "c".repeat(14 * 1024)
+    );
+    stream.write_all(fits.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = stream.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    stream.write_all(big.as_bytes()).await.unwrap();
+    let mut second = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut second),
+    )
+    .await;
+    let second = String::from_utf8_lossy(&second).to_string();
+    assert!(second.starts_with("HTTP/1.1 431"), "{second}");
+    assert_alive(&sidecar).await;
+}

@@ -44,8 +44,31 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
 /// Longest time a client may take to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The size of a request's head as it came on the wire (HTTP/1.1: request line, each header
+/// as `name: value\r\n`, the blank line).
+fn head_bytes<B>(request: &Request<B>) -> usize {
+    let line = request.method().as_str().len()
+        + request
+            .uri()
+            .path_and_query()
+            .map_or(1, |p| p.as_str().len())
+        + " HTTP/1.1\r\n ".len();
+    request
+        .headers()
+        .iter()
+        .fold(line + 2, |total, (name, value)| {
+            total.saturating_add(name.as_str().len() + value.len() + 4)
+        })
+}
+
 /// Routes one API request.
 pub async fn route(app: &App, request: Request<Incoming>) -> HttpResponse {
+    // hyper bounds the head of a connection's first request by its read buffer, but a later
+    // request on a kept-alive connection can be larger: the limit is checked here, for every
+    // request (proxies reuse connections).
+    if head_bytes(&request) > app.limits.max_header_bytes {
+        return respond::api_error(&ApiError::HeadersTooLarge(app.limits.max_header_bytes));
+    }
     let path = request.uri().path();
     if path == "/verify" || path.starts_with("/verify/") {
         // Forward-auth: any method, since proxies such as Envoy's ext_authz forward the
