@@ -101,6 +101,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SIDECAR_REDIS_COMMAND_TIMEOUT_MS", default_value_t = 250)]
     pub redis_command_timeout_ms: u64,
 
+    /// Longest wait, in milliseconds, for a replica to acknowledge a revocation (WAIT) before
+    /// answering it as unconfirmed.
+    #[arg(long, env = "SIDECAR_REDIS_REPLICATION_WAIT_MS", default_value_t = 100)]
+    pub redis_replication_wait_ms: u64,
+
     /// HMAC secret (HS256/384/512); also signs the tokens the session API issues.
     #[arg(long, env = "SIDECAR_JWT_SECRET_FILE")]
     pub jwt_secret_file: Option<PathBuf>,
@@ -438,6 +443,7 @@ fn store_from(args: &ServeArgs, problems: &mut Vec<ConfigError>) -> StoreConfig 
             read_from_replicas: args.redis_read_from_replicas,
             connect_timeout: Duration::from_millis(args.redis_connect_timeout_ms.max(1)),
             command_timeout: Duration::from_millis(args.redis_command_timeout_ms.max(1)),
+            replication_wait: Duration::from_millis(args.redis_replication_wait_ms),
         };
         match redis.checked() {
             Ok(redis) => StoreConfig::Redis(redis),

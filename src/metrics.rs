@@ -45,6 +45,7 @@ pub struct Metrics {
     invalidations_received: IntCounterVec,
     subscription_connected: IntGauge,
     subscription_losses: IntCounter,
+    revocation_replication: IntCounterVec,
     key_refreshes: IntCounterVec,
 }
 
@@ -187,6 +188,17 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            revocation_replication: registered(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "session_sidecar_revocation_replication_total",
+                        "Revocations written to Redis, by whether a replica acknowledged them in time.",
+                    ),
+                    &["outcome"],
+                )
+                .expect("valid metric"),
+            ),
             key_refreshes: registered(
                 r,
                 IntCounterVec::new(
@@ -252,6 +264,13 @@ impl Metrics {
     /// Sets the subscription gauge.
     pub fn set_subscription_connected(&self, connected: bool) {
         self.subscription_connected.set(i64::from(connected));
+    }
+
+    /// Counts a revocation by whether a replica acknowledged it (`confirmed`, `unconfirmed`).
+    pub fn revocation_replication(&self, outcome: &'static str) {
+        self.revocation_replication
+            .with_label_values(&[outcome])
+            .inc();
     }
 
     /// Counts a lost invalidation subscription.

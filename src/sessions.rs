@@ -11,7 +11,8 @@ use serde_json::Value;
 use crate::cache::DecisionCache;
 use crate::error::StoreError;
 use crate::store::{
-    Invalidation, NewSession, PatchLimits, PatchOutcome, Session, SessionStore, unix_now,
+    Invalidation, NewSession, PatchLimits, PatchOutcome, Replication, Session, SessionStore,
+    unix_now,
 };
 
 /// The session store and this sidecar's cache, written together.
@@ -64,32 +65,39 @@ impl Sessions {
         Ok(outcome)
     }
 
-    /// Deletes a session (whether or not it existed, its tokens are rejected from now on).
-    pub async fn delete(&self, sid: &str) -> Result<(), StoreError> {
-        self.store.delete(sid).await?;
+    /// Deletes a session (whether or not it existed, its tokens are rejected from now on);
+    /// whether a replica holds the deletion.
+    pub async fn delete(&self, sid: &str) -> Result<Replication, StoreError> {
+        let (_, replication) = self.store.delete(sid).await?;
         self.apply_locally(Invalidation::SessionDeleted(sid.to_owned()))
             .await;
-        Ok(())
+        Ok(replication)
     }
 
-    /// Deletes every session of a subject; the ids deleted.
-    pub async fn delete_subject(&self, sub: &str) -> Result<Vec<String>, StoreError> {
-        let sids = self.store.delete_subject(sub).await?;
+    /// Deletes every session of a subject; the ids deleted, and whether replicas hold every
+    /// deletion.
+    pub async fn delete_subject(
+        &self,
+        sub: &str,
+    ) -> Result<(Vec<String>, Replication), StoreError> {
+        let (sids, replication) = self.store.delete_subject(sub).await?;
         for sid in &sids {
             self.apply_locally(Invalidation::SessionDeleted(sid.clone()))
                 .await;
         }
-        Ok(sids)
+        Ok((sids, replication))
     }
 
     /// Deny-lists a token id until `until` (nothing to store once it has passed: the token is
-    /// expired anyway), and rejects it here at once.
-    pub async fn revoke(&self, jti: String, until: u64) -> Result<(), StoreError> {
-        if until > unix_now() {
-            self.store.revoke(&jti, until).await?;
-        }
+    /// expired anyway), and rejects it here at once; whether a replica holds the entry.
+    pub async fn revoke(&self, jti: String, until: u64) -> Result<Replication, StoreError> {
+        let replication = if until > unix_now() {
+            self.store.revoke(&jti, until).await?
+        } else {
+            Replication::NotApplicable
+        };
         self.apply_locally(Invalidation::TokenRevoked(jti)).await;
-        Ok(())
+        Ok(replication)
     }
 
     /// Whether the store answers (readiness).

@@ -65,7 +65,7 @@ async fn miss_across_a_session_deletion(rig: Rig) {
     let bound = Rig::token(&json!({"sub": "ann", "sid": sid, "exp": unix_now() + 600}));
     let (first, next) = verify_across(&rig, &bound, async |rig: &Rig| {
         // What DELETE /v1/sessions/{sid} does: the write, then this sidecar's own cache.
-        assert!(rig.store.delete(sid).await.expect("delete"));
+        assert!(rig.store.delete(sid).await.expect("delete").0);
         rig.cache
             .apply(&Invalidation::SessionDeleted(sid.into()))
             .await;
@@ -109,7 +109,7 @@ async fn a_deletion_reaches_every_token_of_a_session_through_evictions() {
         assert!(granted(&rig.verify(token).await));
     }
     rig.cache.run_pending_tasks().await;
-    assert!(rig.store.delete(sid).await.expect("delete"));
+    assert!(rig.store.delete(sid).await.expect("delete").0);
     rig.cache
         .apply(&Invalidation::SessionDeleted(sid.into()))
         .await;
@@ -163,7 +163,7 @@ async fn a_stale_entry_is_served_during_the_recheck_backoff() {
     );
     // Once the store answers again, the re-check happens and what it says holds.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert!(rig.store.delete(sid).await.expect("delete"));
+    assert!(rig.store.delete(sid).await.expect("delete").0);
     rig.store.then([Step::Answer]).await;
     // The second scripted failure is still queued: the re-check after the backoff fails once
     // more, then the next one reads the deletion.

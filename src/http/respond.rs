@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::decision::Grant;
 use crate::error::{ApiError, Reason};
+use crate::store::Replication;
 
 /// The response type of every handler.
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -149,6 +150,22 @@ pub fn json(status: StatusCode, body: &Value) -> HttpResponse {
 }
 
 /// An empty response with a status.
+/// `X-Replication` on an answered revocation: `confirmed` when a replica holds it (a failover
+/// cannot undo it), `unconfirmed` when none acknowledged it within the wait (it stands on the
+/// primary only); absent where there is no replica to ask (the embedded store).
+pub const X_REPLICATION: HeaderName = HeaderName::from_static("x-replication");
+
+/// Adds `X-Replication` to a revocation's answer.
+pub fn with_replication(mut response: HttpResponse, replication: Replication) -> HttpResponse {
+    let value = match replication {
+        Replication::Confirmed => HeaderValue::from_static("confirmed"),
+        Replication::Unconfirmed => HeaderValue::from_static("unconfirmed"),
+        Replication::NotApplicable => return response,
+    };
+    response.headers_mut().insert(X_REPLICATION, value);
+    response
+}
+
 pub fn empty(status: StatusCode) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = status;

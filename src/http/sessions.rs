@@ -114,8 +114,11 @@ pub async fn patch(app: &App, request: Request<Incoming>, sid: &str) -> ApiResul
 pub async fn delete(app: &App, request: &Request<Incoming>, sid: &str) -> ApiResult {
     authorize(app, request)?;
     let sid = &path_id(sid)?;
-    app.sessions.delete(sid).await?;
-    Ok(respond::empty(StatusCode::NO_CONTENT))
+    let replication = app.sessions.delete(sid).await?;
+    Ok(respond::with_replication(
+        respond::empty(StatusCode::NO_CONTENT),
+        replication,
+    ))
 }
 
 /// `DELETE /v1/users/{sub}/sessions` → `200 {"revoked":N}`.
@@ -124,10 +127,10 @@ pub async fn delete_subject(app: &App, request: &Request<Incoming>, sub: &str) -
     let sub = percent_decode(sub)
         .filter(|s| header_safe(s))
         .ok_or_else(|| ApiError::MalformedBody("the subject in the path is not readable".into()))?;
-    let sids = app.sessions.delete_subject(&sub).await?;
-    Ok(respond::json(
-        StatusCode::OK,
-        &json!({ "revoked": sids.len() }),
+    let (sids, replication) = app.sessions.delete_subject(&sub).await?;
+    Ok(respond::with_replication(
+        respond::json(StatusCode::OK, &json!({ "revoked": sids.len() })),
+        replication,
     ))
 }
 
@@ -186,8 +189,11 @@ pub async fn revoke(app: &App, request: Request<Incoming>) -> ApiResult {
     }
     let exp =
         exp.ok_or_else(|| ApiError::MalformedBody("`exp` (unix seconds) is required".into()))?;
-    app.sessions.revoke(jti, exp).await?;
-    Ok(respond::empty(StatusCode::NO_CONTENT))
+    let replication = app.sessions.revoke(jti, exp).await?;
+    Ok(respond::with_replication(
+        respond::empty(StatusCode::NO_CONTENT),
+        replication,
+    ))
 }
 
 /// Checks the admin credential in constant time. Without `--admin-token-file` the session API

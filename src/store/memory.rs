@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::{
-    FeedEvent, FeedEvents, Lookup, LookupQuery, NewSession, PatchLimits, PatchOutcome, Session,
-    SessionStore, merge_patch, unix_now,
+    FeedEvent, FeedEvents, Lookup, LookupQuery, NewSession, PatchLimits, PatchOutcome, Replication,
+    Session, SessionStore, merge_patch, unix_now,
 };
 use crate::error::StoreError;
 
@@ -144,15 +144,16 @@ impl SessionStore for MemoryStore {
         Ok(PatchOutcome::Patched(session.clone()))
     }
 
-    async fn delete(&self, sid: &str) -> Result<bool, StoreError> {
+    async fn delete(&self, sid: &str) -> Result<(bool, Replication), StoreError> {
         let now = unix_now();
         let mut tables = self.tables()?;
-        Ok(tables
+        let existed = tables
             .remove_session(sid)
-            .is_some_and(|s| s.expires_at > now))
+            .is_some_and(|s| s.expires_at > now);
+        Ok((existed, Replication::NotApplicable))
     }
 
-    async fn delete_subject(&self, sub: &str) -> Result<Vec<String>, StoreError> {
+    async fn delete_subject(&self, sub: &str) -> Result<(Vec<String>, Replication), StoreError> {
         let now = unix_now();
         let mut tables = self.tables()?;
         let sids: Vec<String> = tables
@@ -160,23 +161,24 @@ impl SessionStore for MemoryStore {
             .get(sub)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
-        Ok(sids
+        let deleted = sids
             .into_iter()
             .filter(|sid| {
                 tables
                     .remove_session(sid)
                     .is_some_and(|s| s.expires_at > now)
             })
-            .collect())
+            .collect();
+        Ok((deleted, Replication::NotApplicable))
     }
 
-    async fn revoke(&self, jti: &str, exp: u64) -> Result<(), StoreError> {
+    async fn revoke(&self, jti: &str, exp: u64) -> Result<Replication, StoreError> {
         let now = unix_now();
         let mut tables = self.tables()?;
         tables.sweep(now);
         let entry = tables.denied.entry(jti.to_owned()).or_insert(exp);
         *entry = (*entry).max(exp);
-        Ok(())
+        Ok(Replication::NotApplicable)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -44,6 +44,31 @@ pub struct NewSession {
     pub secret: Option<String>,
 }
 
+/// Whether a revocation the store acknowledged is held by a replica too, so that a failover of
+/// its shard cannot undo it (SPEC §4). Redis replication is asynchronous: the store asks the
+/// primary to wait (bounded) until a replica has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replication {
+    /// Nothing to wait for: the embedded store, or nothing was written.
+    NotApplicable,
+    /// A replica acknowledged the write.
+    Confirmed,
+    /// No replica acknowledged it in time: the write stands on the primary only.
+    Unconfirmed,
+}
+
+impl Replication {
+    /// The weaker of two (for a change made of several writes).
+    pub fn and(self, other: Replication) -> Replication {
+        use Replication::*;
+        match (self, other) {
+            (Unconfirmed, _) | (_, Unconfirmed) => Unconfirmed,
+            (Confirmed, _) | (_, Confirmed) => Confirmed,
+            (NotApplicable, NotApplicable) => NotApplicable,
+        }
+    }
+}
+
 /// What one verification miss needs from the store.
 #[derive(Debug, Clone, Copy)]
 pub struct LookupQuery<'a> {
@@ -119,12 +144,12 @@ pub trait SessionStore: Send + Sync + 'static {
         limits: PatchLimits,
     ) -> Result<PatchOutcome, StoreError>;
     /// Deletes a session; `false` when there was none.
-    async fn delete(&self, sid: &str) -> Result<bool, StoreError>;
+    async fn delete(&self, sid: &str) -> Result<(bool, Replication), StoreError>;
     /// Deletes every session of a subject; returns the ids deleted.
-    async fn delete_subject(&self, sub: &str) -> Result<Vec<String>, StoreError>;
+    async fn delete_subject(&self, sub: &str) -> Result<(Vec<String>, Replication), StoreError>;
     /// Deny-lists a token id until `until` (unix seconds, at most [`MAX_UNIX_TIME`]), in the
     /// one place every verification of a token with that `jti` reads, and publishes it.
-    async fn revoke(&self, jti: &str, until: u64) -> Result<(), StoreError>;
+    async fn revoke(&self, jti: &str, until: u64) -> Result<Replication, StoreError>;
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
     /// Starts the store's invalidation feed: the changes every sidecar sharing this store

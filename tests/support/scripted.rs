@@ -17,8 +17,8 @@ use session_sidecar::keys::KeySet;
 use session_sidecar::metrics::Metrics;
 use session_sidecar::store::memory::MemoryStore;
 use session_sidecar::store::{
-    FeedEvents, Lookup, LookupQuery, NewSession, PatchLimits, PatchOutcome, Session, SessionStore,
-    unix_now,
+    FeedEvents, Lookup, LookupQuery, NewSession, PatchLimits, PatchOutcome, Replication, Session,
+    SessionStore, unix_now,
 };
 use session_sidecar::verify::jwt::ClaimRules;
 use session_sidecar::verify::jwt::JwtVerifier;
@@ -116,13 +116,13 @@ impl SessionStore for ScriptedStore {
     ) -> Result<PatchOutcome, StoreError> {
         self.inner.patch(sid, patch, limits).await
     }
-    async fn delete(&self, sid: &str) -> Result<bool, StoreError> {
+    async fn delete(&self, sid: &str) -> Result<(bool, Replication), StoreError> {
         self.inner.delete(sid).await
     }
-    async fn delete_subject(&self, sub: &str) -> Result<Vec<String>, StoreError> {
+    async fn delete_subject(&self, sub: &str) -> Result<(Vec<String>, Replication), StoreError> {
         self.inner.delete_subject(sub).await
     }
-    async fn revoke(&self, jti: &str, until: u64) -> Result<(), StoreError> {
+    async fn revoke(&self, jti: &str, until: u64) -> Result<Replication, StoreError> {
         self.inner.revoke(jti, until).await
     }
     async fn ping(&self) -> Result<(), StoreError> {

@@ -235,6 +235,8 @@ secrets are files in one read-only projected volume (session-sidecar.volumes), n
       value: {{ .Values.redis.connectTimeoutMs | int64 | quote }}
     - name: SIDECAR_REDIS_COMMAND_TIMEOUT_MS
       value: {{ .Values.redis.commandTimeoutMs | int64 | quote }}
+    - name: SIDECAR_REDIS_REPLICATION_WAIT_MS
+      value: {{ .Values.redis.replicationWaitMs | int64 | quote }}
     {{- if include "session-sidecar.jwtSecretName" . }}
     - name: SIDECAR_JWT_SECRET_FILE
       value: {{ printf "%s/jwt/secret" $dir | quote }}
@@ -277,6 +279,8 @@ secrets are files in one read-only projected volume (session-sidecar.volumes), n
     {{- if .Values.sessionKeys }}
     - name: SIDECAR_SESSION_KEYS
       value: "true"
+    - name: SIDECAR_SESSION_KEY_LOOKUPS_PER_SECOND
+      value: {{ .Values.sessionKeyLookupsPerSecond | int64 | quote }}
     {{- end }}
     - name: SIDECAR_SESSION_TTL
       value: {{ .Values.sessionTtl | int64 | quote }}

@@ -36,7 +36,7 @@ use serde_json::Value;
 
 use super::{
     FeedEvents, Invalidation, Lookup, LookupQuery, MAX_UNIX_TIME, NewSession, PatchLimits,
-    PatchOutcome, Session, SessionStore, merge_patch, unix_now,
+    PatchOutcome, Replication, Session, SessionStore, merge_patch, unix_now,
 };
 use crate::error::StoreError;
 use crate::metrics::Metrics;
@@ -55,6 +55,8 @@ pub struct RedisConfig {
     pub read_from_replicas: bool,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
+    /// Longest wait for a replica to acknowledge a revocation (`WAIT 1 <ms>`).
+    pub replication_wait: Duration,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -234,6 +236,9 @@ pub struct RedisStore {
     call_timeout: Duration,
     /// Session reads go to replicas; a missing session is confirmed on the primary.
     read_from_replicas: bool,
+    /// Longest `WAIT` for a replica after a revocation, below the command timeout (a longer
+    /// one would only time out the command).
+    replication_wait: Duration,
     feed_source: FeedSource,
     create_session: Script,
     index_session: Script,
@@ -309,6 +314,9 @@ impl RedisStore {
             metrics,
             call_timeout: config.command_timeout * 4,
             read_from_replicas: config.read_from_replicas,
+            replication_wait: config
+                .replication_wait
+                .min(config.command_timeout.mul_f64(0.75)),
             feed_source,
             create_session: Script::new(CREATE_SESSION),
             index_session: Script::new(INDEX_SESSION),
@@ -339,20 +347,53 @@ impl RedisStore {
         result
     }
 
-    /// Deletes one session (publishing its end); its subject when it existed.
-    async fn delete_one(&self, sid: &str) -> Result<Option<String>, StoreError> {
+    /// Deletes one session (publishing its end); its subject when it existed, and whether a
+    /// replica holds the deletion.
+    async fn delete_one(&self, sid: &str) -> Result<(Option<String>, Replication), StoreError> {
         let mut conn = self.connection.clone();
         let key = self.keys.session(sid);
         let message = encode(&Invalidation::SessionDeleted(sid.to_owned()));
-        self.call("session_delete", async {
-            self.delete_session
-                .key(&key)
-                .arg(&self.feed_source.channel)
-                .arg(&message)
-                .invoke_async(&mut conn)
-                .await
-        })
-        .await
+        let sub: Option<String> = self
+            .call("session_delete", async {
+                self.delete_session
+                    .key(&key)
+                    .arg(&self.feed_source.channel)
+                    .arg(&message)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let replication = match sub {
+            Some(_) => self.await_replica(&key).await,
+            None => Replication::NotApplicable,
+        };
+        Ok((sub, replication))
+    }
+
+    /// Waits (at most `--redis-replication-wait-ms`) until a replica of `key`'s primary holds
+    /// every write this client made there: `WAIT 1 <ms>` on the same node and connection as
+    /// the write. Replication is asynchronous, so without it a primary that fails right after
+    /// acknowledging a revocation can take the revocation with it. An error or a timeout is
+    /// `Unconfirmed`: the write stands on the primary, and the caller says so.
+    async fn await_replica(&self, key: &str) -> Replication {
+        let mut conn = self.connection.clone();
+        let wait_ms = u64::try_from(self.replication_wait.as_millis()).unwrap_or(u64::MAX);
+        let acknowledged: Result<redis::Value, StoreError> = self
+            .call("replication_wait", async {
+                let mut command = redis::cmd("WAIT");
+                command.arg(1).arg(wait_ms);
+                conn.route_command(command, on_primary(key)).await
+            })
+            .await;
+        let replication = match acknowledged {
+            Ok(redis::Value::Int(replicas)) if replicas >= 1 => Replication::Confirmed,
+            _ => Replication::Unconfirmed,
+        };
+        self.metrics.revocation_replication(match replication {
+            Replication::Confirmed => "confirmed",
+            _ => "unconfirmed",
+        });
+        replication
     }
 
     /// Removes ended sessions from a subject's index. Best effort: a stale id in the index
@@ -544,15 +585,15 @@ impl SessionStore for RedisStore {
         Err(StoreError::Contended)
     }
 
-    async fn delete(&self, sid: &str) -> Result<bool, StoreError> {
-        let Some(sub) = self.delete_one(sid).await? else {
-            return Ok(false);
+    async fn delete(&self, sid: &str) -> Result<(bool, Replication), StoreError> {
+        let (Some(sub), replication) = self.delete_one(sid).await? else {
+            return Ok((false, Replication::NotApplicable));
         };
         self.unindex(&sub, &[sid.to_owned()]).await;
-        Ok(true)
+        Ok((true, replication))
     }
 
-    async fn delete_subject(&self, sub: &str) -> Result<Vec<String>, StoreError> {
+    async fn delete_subject(&self, sub: &str) -> Result<(Vec<String>, Replication), StoreError> {
         let mut conn = self.connection.clone();
         let subject_key = self.keys.subject(sub);
         let sids: Vec<String> = self
@@ -566,13 +607,13 @@ impl SessionStore for RedisStore {
             })
             .await?;
         if sids.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Replication::NotApplicable));
         }
         // Each session sits in its own slot: one call per session, a bounded number in flight
         // (a subject with thousands of sessions must not open thousands of requests at once).
         let deletions = sids.clone().into_iter().map(|sid| async move {
             let ended = self.delete_one(&sid).await;
-            ended.map(|sub| (sid, sub.is_some()))
+            ended.map(|(sub, replication)| (sid, sub.is_some(), replication))
         });
         let results: Vec<_> = futures_util::stream::iter(deletions)
             .buffer_unordered(SUBJECT_DELETIONS_IN_FLIGHT)
@@ -580,10 +621,14 @@ impl SessionStore for RedisStore {
             .await;
         let mut deleted = Vec::with_capacity(sids.len());
         let mut first_error = None;
+        let mut replication = Replication::NotApplicable;
         for result in results {
             match result {
-                Ok((sid, true)) => deleted.push(sid),
-                Ok((_, false)) => {}
+                Ok((sid, true, held)) => {
+                    deleted.push(sid);
+                    replication = replication.and(held);
+                }
+                Ok((_, false, _)) => {}
                 Err(error) => {
                     first_error.get_or_insert(error);
                 }
@@ -599,11 +644,11 @@ impl SessionStore for RedisStore {
             // Some shards could not be reached: report it, so the caller retries; what was
             // deleted stays deleted (and was published).
             Some(error) => Err(error),
-            None => Ok(deleted),
+            None => Ok((deleted, replication)),
         }
     }
 
-    async fn revoke(&self, jti: &str, until: u64) -> Result<(), StoreError> {
+    async fn revoke(&self, jti: &str, until: u64) -> Result<Replication, StoreError> {
         let mut conn = self.connection.clone();
         let key = self.keys.deny(jti);
         let message = encode(&Invalidation::TokenRevoked(jti.to_owned()));
@@ -619,7 +664,7 @@ impl SessionStore for RedisStore {
                     .await
             })
             .await?;
-        Ok(())
+        Ok(self.await_replica(&key).await)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -715,6 +760,7 @@ mod config_tests {
             read_from_replicas: false,
             connect_timeout: Duration::from_millis(500),
             command_timeout: Duration::from_millis(250),
+            replication_wait: Duration::from_millis(100),
         }
     }
 
