@@ -38,6 +38,7 @@ pub mod verify;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
@@ -68,6 +69,8 @@ pub struct App {
     pub(crate) admin_access: AdminAccess,
     pub(crate) limits: Limits,
     pub(crate) session_ttl: Duration,
+    /// Set on a shutdown signal: `/readyz` answers 503 and every answer closes its connection.
+    pub(crate) draining: Arc<AtomicBool>,
 }
 
 /// What an [`App`] is made of (for [`Sidecar`], and for tests and fuzz targets that drive the
@@ -95,6 +98,7 @@ impl App {
             admin_access: parts.admin_access,
             limits: parts.limits,
             session_ttl: parts.session_ttl,
+            draining: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -274,6 +278,7 @@ impl Sidecar {
             Arc::clone(&builder),
             api_handler.clone(),
             stop_rx.clone(),
+            Arc::clone(&app.draining),
         ));
         let mut socket_path = None;
         if let Some((listener, path)) = unix {
@@ -282,6 +287,7 @@ impl Sidecar {
                 Arc::clone(&builder),
                 api_handler,
                 stop_rx.clone(),
+                Arc::clone(&app.draining),
             ));
             socket_path = Some(path);
         }
@@ -290,9 +296,20 @@ impl Sidecar {
             let app = Arc::clone(&admin_app);
             async move { http::admin::route(&app, request).await }
         };
-        servers.spawn(http::serve(admin, builder, admin_handler, stop_rx));
+        servers.spawn(http::serve(
+            admin,
+            builder,
+            admin_handler,
+            stop_rx,
+            Arc::clone(&app.draining),
+        ));
 
         shutdown.await;
+        // First unready, answering with `Connection: close` for a moment; then no new
+        // connections, and the in-flight requests are finished.
+        tracing::info!("shutting down: unready, closing connections after their next answer");
+        app.draining.store(true, Ordering::Release);
+        tokio::time::sleep(http::DRAIN_GRACE).await;
         tracing::info!("shutting down: no new connections, draining in-flight requests");
         let _ = stop_tx.send(true);
         while servers.join_next().await.is_some() {}

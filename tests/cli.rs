@@ -303,7 +303,25 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
             .success()
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // New connections are refused once draining has begun.
+    // For a moment (the drain grace) a new connection is still answered, and told to close.
+    let mut late = tokio::net::TcpStream::connect(&listen).await.unwrap();
+    late.write_all(
+        format!("GET /verify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut late_answer = String::new();
+    late.read_to_string(&mut late_answer).await.unwrap();
+    assert!(late_answer.starts_with("HTTP/1.1 200"), "{late_answer}");
+    assert!(
+        late_answer
+            .to_ascii_lowercase()
+            .contains("connection: close"),
+        "{late_answer}"
+    );
+    // Then new connections are refused.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(
         tokio::net::TcpStream::connect(&listen).await.is_err(),
         "no longer accepting"
@@ -434,5 +452,126 @@ async fn text_logs_into_a_pipe_have_no_colour_codes() {
     assert!(
         !stderr.contains('\u{1b}'),
         "colour codes in a pipe: {stderr:?}"
+    );
+}
+
+/// One HTTP/1.1 keep-alive client of the rolling-restart test: sends `GET /verify` in a loop,
+/// reconnecting when an answer says `Connection: close`, until it cannot connect any more.
+/// Returns (answers, failures): a failure is a request written on a connection that had already
+/// been answered on (kept alive) and that got no answer.
+async fn keep_alive_client(listen: String, token: String) -> (u32, u32) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request =
+        format!("GET /verify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
+    let (mut answers, mut failures) = (0u32, 0u32);
+    'connections: loop {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(&listen).await else {
+            return (answers, failures);
+        };
+        let mut reused = false;
+        loop {
+            if stream.write_all(request.as_bytes()).await.is_err() {
+                failures += u32::from(reused);
+                continue 'connections;
+            }
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match stream.read(&mut byte).await {
+                    Ok(1) => head.push(byte[0]),
+                    _ => {
+                        // No answer: the server is gone (fresh connection) or closed a
+                        // kept-alive connection under a request (a failure).
+                        failures += u32::from(reused || !head.is_empty());
+                        if reused || !head.is_empty() {
+                            eprintln!("no answer on a kept-alive connection");
+                        }
+                        continue 'connections;
+                    }
+                }
+            }
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+            answers += 1;
+            if head.contains("connection: close") {
+                continue 'connections;
+            }
+            reused = true;
+        }
+    }
+}
+
+/// SIGTERM under load (a rolling restart): `/readyz` says 503 at once, kept-alive connections
+/// are closed after an answer (`Connection: close`), never under a request, and the process
+/// exits 0 within 10 s. (Before: with 32 kept-alive connections, 5 to 28 requests got EOF.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_restart_under_load_fails_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(&dir);
+    let free_port = || {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let mut served = Served {
+        child: Command::new(BIN)
+            .args(["serve", "--jwt-secret-file", &secret, "--listen", &listen])
+            .args(["--metrics-listen", &admin])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    drop(connect_when_listening(&listen).await);
+    drop(connect_when_listening(&admin).await);
+    let token = hs256(&claims("rolling"));
+    let clients: Vec<_> = (0..32)
+        .map(|_| tokio::spawn(keep_alive_client(listen.clone(), token.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = served.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // /readyz turns 503 before the process goes.
+    let http = reqwest::Client::new();
+    let mut unready = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match http.get(format!("http://{admin}/readyz")).send().await {
+            Ok(response) if response.status() == 503 => {
+                unready = true;
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(_) => break,
+        }
+    }
+    assert!(unready, "/readyz never said 503 before the process went");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = served.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "exited within 10 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+    let (mut answers, mut failures) = (0, 0);
+    for client in clients {
+        let (a, f) = client.await.unwrap();
+        answers += a;
+        failures += f;
+    }
+    assert!(answers > 100, "the load ran: {answers} answers");
+    assert_eq!(
+        failures, 0,
+        "{failures} requests got no answer ({answers} answered)"
     );
 }

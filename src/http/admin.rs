@@ -22,6 +22,11 @@ pub async fn route(app: &App, request: Request<Incoming>) -> HttpResponse {
             respond::text(StatusCode::OK, "text/plain; version=0.0.4", body)
         }
         "/healthz" => respond::text(StatusCode::OK, "text/plain", "ok\n"),
+        "/readyz" if app.draining.load(std::sync::atomic::Ordering::Acquire) => respond::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "shutting down\n",
+        ),
         "/readyz" => {
             let store = tokio::time::timeout(READY_PROBE_TIMEOUT, app.sessions.ping()).await;
             match store {

@@ -12,11 +12,13 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::body::Incoming;
+use hyper::header::{CONNECTION, HeaderValue};
 use hyper::service::service_fn;
-use hyper::{Method, Request};
+use hyper::{Method, Request, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -40,6 +42,14 @@ pub struct Limits {
 
 /// How long in-flight requests may take to finish after a shutdown signal (SPEC: exit within 10 s).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// After a shutdown signal, how long the servers go on accepting and answering, each answer
+/// with `Connection: close`, while `/readyz` says 503: callers on kept-alive connections learn
+/// to go elsewhere from an answer, instead of finding their connection closed under a request
+/// they had just sent. [`DRAIN_GRACE`] + [`DRAIN_TIMEOUT`] stays under SPEC §2's 10 s.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+const CLOSE: HeaderValue = HeaderValue::from_static("close");
 
 /// Longest time a client may take to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -155,6 +165,7 @@ pub async fn serve<L, H, Fut>(
     builder: Arc<auto::Builder<TokioExecutor>>,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
+    draining: Arc<AtomicBool>,
 ) where
     L: Accept,
     H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -166,9 +177,20 @@ pub async fn serve<L, H, Fut>(
             accepted = listener.accept() => match accepted {
                 Ok(io) => {
                     let handler = handler.clone();
-                    let service = service_fn(move |request| {
+                    let draining = Arc::clone(&draining);
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        let http1 = request.version() < Version::HTTP_2;
                         let response = handler(request);
-                        async move { Ok::<_, Infallible>(response.await) }
+                        let draining = Arc::clone(&draining);
+                        async move {
+                            let mut response = response.await;
+                            // Draining: this answer is the connection's last (HTTP/1; an h2
+                            // client gets GOAWAY from the graceful shutdown).
+                            if http1 && draining.load(Ordering::Acquire) {
+                                response.headers_mut().insert(CONNECTION, CLOSE);
+                            }
+                            Ok::<_, Infallible>(response)
+                        }
                     });
                     let connection = builder.serve_connection(TokioIo::new(io), service).into_owned();
                     let connection = graceful.watch(connection);
