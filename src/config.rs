@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use jsonwebtoken::Algorithm;
 
+use crate::credentials::read_admin_credential;
 use crate::error::ConfigError;
 use crate::http::Limits;
 use crate::keys::{KeySet, PublicKeySpec};
@@ -277,6 +278,8 @@ pub struct Config {
     pub cache_max_entries: u64,
     pub token_cookie: Option<String>,
     pub admin_token: Option<Secret>,
+    /// Where the admin credential is read again from, every second.
+    pub admin_token_file: Option<PathBuf>,
     /// The HMAC secret, which also signs the tokens the session API issues.
     pub signing_secret: Option<Secret>,
     pub session_keys: bool,
@@ -317,6 +320,7 @@ impl Config {
                 cache_max_entries: args.cache_max_entries,
                 token_cookie: args.token_cookie.clone(),
                 admin_token,
+                admin_token_file: args.admin_token_file.clone(),
                 signing_secret: secret.map(Secret),
                 session_keys: args.session_keys,
                 session_key_lookups_per_second: args.session_key_lookups_per_second,
@@ -458,23 +462,14 @@ fn store_from(args: &ServeArgs, problems: &mut Vec<ConfigError>) -> StoreConfig 
 
 /// The session API's credential; a non-loopback `--listen` needs one.
 fn admin_token_from(args: &ServeArgs, problems: &mut Vec<ConfigError>) -> Option<Secret> {
-    let admin_token = args
-        .admin_token_file
-        .as_ref()
-        .and_then(|p| read_secret(p, "--admin-token-file", problems))
-        .filter(|credential| {
-            // A credential with whitespace cannot be sent as one bearer token: every call
-            // would be refused, which an operator should learn at start-up.
-            let usable = !credential.iter().any(u8::is_ascii_whitespace);
-            if !usable {
-                problems.push(ConfigError::new(
-                    "--admin-token-file",
-                    "the credential holds whitespace (only a trailing newline is ignored)",
-                ));
-            }
-            usable
-        })
-        .map(Secret);
+    let admin_token = args.admin_token_file.as_ref().and_then(|path| {
+        // The same reading as at each reload (crate::credentials): an operator learns at
+        // start-up what would lock every caller out.
+        read_admin_credential(path)
+            .map_err(|reason| problems.push(ConfigError::new("--admin-token-file", reason)))
+            .ok()
+            .map(Secret)
+    });
     let exposed = !args.listen.ip().is_loopback();
     if exposed && admin_token.is_none() && args.admin_token_file.is_none() {
         problems.push(ConfigError::new(

@@ -24,6 +24,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod credentials;
 pub mod decision;
 pub mod error;
 pub mod http;
@@ -47,6 +48,7 @@ use tokio::task::JoinSet;
 
 use crate::cache::DecisionCache;
 use crate::config::Config;
+use crate::credentials::AdminCredential;
 use crate::error::StoreError;
 use crate::http::Limits;
 use crate::http::respond::Rejections;
@@ -125,8 +127,8 @@ pub enum AdminAccess {
     Open,
     /// No `--admin-token-file`: the session API answers `403 session_api_disabled`.
     Disabled,
-    /// Callers present this credential (its BLAKE3 hash, compared in constant time).
-    Credential(blake3::Hash),
+    /// Callers present this credential (rotated when its file changes).
+    Credential(Arc<AdminCredential>),
 }
 
 /// Why the sidecar could not start or run.
@@ -204,7 +206,13 @@ impl Sidecar {
             signer,
             token_cookie: config.token_cookie,
             admin_access: match (&config.admin_token, config.dev) {
-                (Some(credential), _) => AdminAccess::Credential(blake3::hash(&credential.0)),
+                (Some(credential), _) => {
+                    let credential = Arc::new(AdminCredential::new(&credential.0));
+                    if let Some(path) = config.admin_token_file.clone() {
+                        background.spawn(credentials::follow_file(Arc::clone(&credential), path));
+                    }
+                    AdminAccess::Credential(credential)
+                }
                 (None, true) => AdminAccess::Open,
                 (None, false) => AdminAccess::Disabled,
             },

@@ -294,3 +294,41 @@ async fn per_session_key_tokens_speak_for_their_session_only() {
         (401, Some("malformed".into()))
     );
 }
+
+/// The admin credential rotates without a restart: the file of `--admin-token-file` is read
+/// again every second (a Kubernetes Secret update replaces it); the old credential stops
+/// working, and a file mid-rotation that holds nothing usable keeps the current one.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_credential_rotates_with_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = dir.path().join("admin");
+    std::fs::write(&admin, "first-credential\n").unwrap();
+    let admin_arg = admin.display().to_string();
+    let sidecar = TestSidecar::start(&["--admin-token-file", &admin_arg]).await;
+    let create = |credential: &'static str| {
+        sidecar
+            .http
+            .post(sidecar.url("/v1/sessions"))
+            .bearer_auth(credential)
+            .json(&json!({"sub": "rot"}))
+            .send()
+    };
+    assert_eq!(create("first-credential").await.unwrap().status(), 201);
+    // Replaced as Kubernetes does: a new file renamed over the old one.
+    let next = dir.path().join("admin.next");
+    std::fs::write(&next, "second-credential\n").unwrap();
+    std::fs::rename(&next, &admin).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while create("second-credential").await.unwrap().status() != 201 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new credential never took effect"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(create("first-credential").await.unwrap().status(), 401);
+    // An unusable file (empty, mid-rotation) keeps the current credential.
+    std::fs::write(&admin, "").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(create("second-credential").await.unwrap().status(), 201);
+}
