@@ -739,7 +739,10 @@ fn spawn_node(port: u16) -> Result<Node, String> {
             "--cluster-replica-validity-factor",
             "0",
         ])
-        .args(["--cluster-allow-reads-when-down", "no"])
+        // As the README tells operators: a replica keeps answering reads for its slots after
+        // its primary is flagged failed and before it is promoted (SPEC §8, misses through a
+        // failover); Redis' default answers CLUSTERDOWN then.
+        .args(["--cluster-allow-reads-when-down", "yes"])
         .args([
             "--repl-diskless-sync",
             "yes",

@@ -275,10 +275,15 @@ impl RedisStore {
                 root_cert: Some(ca.clone()),
             });
         }
-        if config.read_from_replicas {
-            builder =
-                builder.read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy);
-        }
+        // A read routing strategy is what makes redis-rs send READONLY to replicas (without
+        // one, a read routed to a replica gets MOVED). Without --redis-read-from-replicas the
+        // strategy keeps every read on the primary, so that a replica is read only when the
+        // primary does not answer (a failover).
+        builder = if config.read_from_replicas {
+            builder.read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy)
+        } else {
+            builder.read_routing_strategy(PrimaryFirst)
+        };
         let client = builder
             .build()
             .map_err(|e| StoreError::Unavailable(format!("--redis-nodes: {e}")))?;
@@ -417,15 +422,21 @@ impl RedisStore {
     }
 
     /// The session a verification needs, from a replica when configured (a session the replica
-    /// lacks is confirmed on the primary: only the primary may say it does not exist).
+    /// lacks is confirmed on the primary: only the primary may say it does not exist). When the
+    /// node asked first does not answer (a primary that died, before its replica is promoted),
+    /// the other side of the shard is asked ([`Self::read_elsewhere`]).
     async fn read_session_for_lookup(&self, sid: &str) -> Result<Option<Session>, StoreError> {
         let mut conn = self.connection.clone();
         let key = self.keys.session(sid);
         let mut command = redis::cmd("HMGET");
         command.arg(&key).arg(&SESSION_FIELDS);
-        let mut fields: Vec<Option<String>> = self
+        let first: Result<Vec<Option<String>>, StoreError> = self
             .call("lookup", async { command.query_async(&mut conn).await })
-            .await?;
+            .await;
+        let mut fields: Vec<Option<String>> = match first {
+            Ok(fields) => fields,
+            Err(error) => self.read_elsewhere(&command, &key, error).await?,
+        };
         if self.read_from_replicas && fields.first().is_some_and(Option::is_none) {
             let reply = self
                 .call("lookup_primary", async {
@@ -438,26 +449,60 @@ impl RedisStore {
         session_from_fields(sid, fields)
     }
 
-    /// Whether a token id is deny-listed, asked of the primary of its slot.
+    /// Whether a token id is deny-listed, asked of the primary of its slot; of its replica
+    /// only when the primary does not answer (an answered revocation is held by a replica:
+    /// `WAIT` after every revoking write, README "Consistency guarantees").
     async fn is_denied(&self, jti: &str) -> Result<bool, StoreError> {
         let mut conn = self.connection.clone();
         let key = self.keys.deny(jti);
-        let exists: i64 = if self.read_from_replicas {
-            let mut command = redis::cmd("EXISTS");
-            command.arg(&key);
-            let reply = self
-                .call("lookup", async {
-                    conn.route_command(command, on_primary(&key)).await
-                })
-                .await?;
-            redis::from_redis_value(reply).map_err(|e| StoreError::Corrupt(e.to_string()))?
-        } else {
-            self.call("lookup", async {
-                redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await
+        let mut command = redis::cmd("EXISTS");
+        command.arg(&key);
+        let first: Result<redis::Value, StoreError> = self
+            .call("lookup", async {
+                conn.route_command(command.clone(), on_primary(&key)).await
             })
-            .await?
+            .await;
+        let exists: i64 = match first {
+            Ok(reply) => {
+                redis::from_redis_value(reply).map_err(|e| StoreError::Corrupt(e.to_string()))?
+            }
+            Err(error @ StoreError::Corrupt(_)) => return Err(error),
+            Err(_) => {
+                let reply = self
+                    .call("lookup_replica", async {
+                        conn.route_command(command, on_replica(&key)).await
+                    })
+                    .await?;
+                redis::from_redis_value(reply).map_err(|e| StoreError::Corrupt(e.to_string()))?
+            }
         };
         Ok(exists > 0)
+    }
+
+    /// A lookup read whose first node did not answer, asked of the other side of its shard:
+    /// the replica when the primary was asked, the primary when a replica was. A reply the
+    /// store could not read is not retried.
+    async fn read_elsewhere<T: redis::FromRedisValue>(
+        &self,
+        command: &redis::Cmd,
+        key: &str,
+        first_error: StoreError,
+    ) -> Result<T, StoreError> {
+        if matches!(first_error, StoreError::Corrupt(_)) {
+            return Err(first_error);
+        }
+        let mut conn = self.connection.clone();
+        let (label, route) = if self.read_from_replicas {
+            ("lookup_primary", on_primary(key))
+        } else {
+            ("lookup_replica", on_replica(key))
+        };
+        let reply = self
+            .call(label, async {
+                conn.route_command(command.clone(), route).await
+            })
+            .await?;
+        redis::from_redis_value(reply).map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 
     async fn read_session(&self, sid: &str) -> Result<Option<(Session, String)>, StoreError> {
@@ -680,6 +725,32 @@ impl SessionStore for RedisStore {
     fn feed(&self) -> FeedEvents {
         feed::start(self.feed_source.clone())
     }
+}
+
+/// Reads on the primary, with READONLY sent to replica connections so that a read can be
+/// routed to a replica explicitly ([`on_replica`]) when the primary does not answer.
+#[derive(Debug, Default)]
+struct PrimaryFirst;
+
+impl redis::cluster_read_routing::ReadRoutingStrategy for PrimaryFirst {
+    fn route_read<'a>(
+        &self,
+        candidates: &redis::cluster_read_routing::ReadCandidates<'a>,
+    ) -> &'a redis::cluster::NodeAddress {
+        use redis::cluster_read_routing::ReadCandidates;
+        match candidates {
+            ReadCandidates::AnyNode(candidates) => candidates.primary(),
+            ReadCandidates::ReplicasOnly(candidates) => candidates.replicas().choose_random(),
+        }
+    }
+}
+
+/// Routes a command to a replica of `key`'s slot.
+fn on_replica(key: &str) -> RoutingInfo {
+    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(
+        key,
+        SlotAddr::ReplicaRequired,
+    )))
 }
 
 /// Routes a command to the primary of `key`'s slot.
