@@ -448,6 +448,7 @@ fn store_from(args: &ServeArgs, problems: &mut Vec<ConfigError>) -> StoreConfig 
             connect_timeout: Duration::from_millis(args.redis_connect_timeout_ms.max(1)),
             command_timeout: Duration::from_millis(args.redis_command_timeout_ms.max(1)),
             replication_wait: Duration::from_millis(args.redis_replication_wait_ms),
+            password_file: args.redis_password_file.clone(),
         };
         match redis.checked() {
             Ok(redis) => StoreConfig::Redis(redis),

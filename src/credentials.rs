@@ -1,7 +1,8 @@
-//! The session API's admin credential, and its rotation: the file of `--admin-token-file` is
-//! read again every second, and a changed credential replaces the old one without a restart (a
-//! Kubernetes Secret update replaces the mounted file). Only its BLAKE3 hash is kept; a
-//! presented credential is hashed and compared in constant time (which also hides the length).
+//! Credentials read from files, and their rotation: the files of `--admin-token-file` and
+//! `--redis-password-file` are read again every second, and a changed credential replaces the
+//! old one without a restart (a Kubernetes Secret update replaces the mounted file). Of the
+//! admin credential only its BLAKE3 hash is kept; a presented credential is hashed and compared
+//! in constant time (which also hides the length).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -76,6 +77,51 @@ pub async fn follow_file(credential: Arc<AdminCredential>, path: PathBuf) {
             }
             Err(reason) => {
                 tracing::warn!(%reason, "admin credential file unusable; keeping the current credential");
+            }
+        }
+    }
+}
+
+/// Reads a password file: the trailing newline is not part of it; it must be UTF-8 and not
+/// empty.
+pub fn read_password(path: &Path) -> Result<String, String> {
+    let mut bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    if bytes.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    String::from_utf8(bytes).map_err(|_| "the password is not UTF-8".to_owned())
+}
+
+/// Reads the password file every [`RELOAD_INTERVAL`] and publishes a changed password to
+/// `current` (the Redis connections re-authenticate with it, and new ones use it). An unusable
+/// file keeps the current password. Ends when nobody listens any more.
+pub async fn follow_password_file(current: tokio::sync::watch::Sender<String>, path: PathBuf) {
+    let mut interval = tokio::time::interval(RELOAD_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if current.is_closed() {
+            return;
+        }
+        match read_password(&path) {
+            Ok(password) => {
+                let changed = current.send_if_modified(|old| {
+                    let changed = *old != password;
+                    if changed {
+                        *old = password;
+                    }
+                    changed
+                });
+                if changed {
+                    tracing::info!(file = %path.display(), "Redis password rotated");
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(%reason, "Redis password file unusable; keeping the current password");
             }
         }
     }

@@ -462,3 +462,79 @@ async fn a_revocation_with_a_huge_exp_is_stored() {
         );
     }
 }
+
+/// `--redis-password-file` is read again when it changes (a Kubernetes Secret update replaces
+/// it): after the password is rotated on the cluster and every connection of the old one is
+/// killed, the sidecar reconnects and resubscribes with the new one, without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_redis_password_is_used_without_a_restart() {
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix("rotate");
+    let user = format!("u-{prefix}");
+    let set_password = |password: &str| {
+        for port in cluster.live_ports() {
+            cluster.redis_cli(
+                port,
+                &[
+                    "ACL",
+                    "SETUSER",
+                    &user,
+                    "on",
+                    "resetpass",
+                    &format!(">{password}"),
+                    "~*",
+                    "&*",
+                    "+@all",
+                ],
+            );
+        }
+    };
+    set_password("first-password");
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("redis-password");
+    std::fs::write(&password_file, "first-password\n").unwrap();
+    let password_arg = password_file.display().to_string();
+    let a = TestSidecar::start_on_cluster(
+        cluster,
+        &prefix,
+        &[
+            "--redis-username",
+            &user,
+            "--redis-password-file",
+            &password_arg,
+            "--cache-ttl",
+            "0",
+        ],
+    )
+    .await;
+    a.wait_for_subscription(true, Duration::from_secs(10)).await;
+    let (_, token) = a.create_session("rota", json!({})).await;
+    assert_eq!(a.verify(&token).await.status(), 200);
+
+    // Rotate: the cluster first, then the file (as a Secret update does), then every
+    // connection of that user is dropped.
+    set_password("second-password");
+    let next = dir.path().join("redis-password.next");
+    std::fs::write(&next, "second-password\n").unwrap();
+    std::fs::rename(&next, &password_file).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for port in cluster.live_ports() {
+        cluster.redis_cli(port, &["CLIENT", "KILL", "USER", &user]);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = a.verify(&token).await.status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "never a 401 for a live session");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sidecar never reconnected with the rotated password"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.wait_for_subscription(true, Duration::from_secs(15)).await;
+    let (_, fresh) = a.create_session("rota", json!({})).await;
+    assert_eq!(a.verify(&fresh).await.status(), 200);
+}

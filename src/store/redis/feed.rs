@@ -53,6 +53,9 @@ pub struct FeedSource {
     pub ca_pem: Option<Vec<u8>>,
     pub channel: String,
     pub connect_timeout: Duration,
+    /// The Redis password as it rotates: each (re)subscription authenticates with the current
+    /// one.
+    pub password: Option<tokio::sync::watch::Receiver<String>>,
 }
 
 /// Starts the feed task and returns its events. The task ends when the receiver is dropped.
@@ -102,6 +105,14 @@ async fn subscribe(
     info: &redis::ConnectionInfo,
     source: &FeedSource,
 ) -> Result<redis::aio::PubSub, String> {
+    let mut info = info.clone();
+    if let Some(password) = &source.password {
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_password(password.borrow().as_str());
+        info = info.set_redis_settings(settings);
+    }
     let client = match &source.ca_pem {
         Some(ca) => redis::Client::build_with_tls(
             info.clone(),
@@ -110,7 +121,7 @@ async fn subscribe(
                 root_cert: Some(ca.clone()),
             },
         ),
-        None => redis::Client::open(info.clone()),
+        None => redis::Client::open(info),
     }
     .map_err(|e| e.to_string())?;
     let connect = async {

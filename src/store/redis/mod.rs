@@ -57,6 +57,8 @@ pub struct RedisConfig {
     pub command_timeout: Duration,
     /// Longest wait for a replica to acknowledge a revocation (`WAIT 1 <ms>`).
     pub replication_wait: Duration,
+    /// Where the password is read again from when it rotates.
+    pub password_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -266,8 +268,21 @@ impl RedisStore {
         if let Some(user) = &config.username {
             builder = builder.username(user);
         }
-        if let Some(password) = &config.password {
-            builder = builder.password(password);
+        // The password as it is now, and as it rotates (`--redis-password-file` is read again
+        // every second): connections re-authenticate when it changes, and new ones (after a
+        // reconnect) use the current one.
+        let password = config.password.clone().map(|password| {
+            let (current, updates) = tokio::sync::watch::channel(password);
+            if let Some(path) = config.password_file.clone() {
+                tokio::spawn(crate::credentials::follow_password_file(current, path));
+            }
+            updates
+        });
+        if let Some(updates) = &password {
+            builder = builder.set_credentials_provider(RotatingPassword {
+                username: config.username.clone().unwrap_or_else(|| "default".into()),
+                current: updates.clone(),
+            });
         }
         if let Some(ca) = &config.ca_pem {
             builder = builder.certs(TlsCertificates {
@@ -308,6 +323,7 @@ impl RedisStore {
             prefix: config.key_prefix.clone(),
         };
         let feed_source = FeedSource {
+            password,
             nodes,
             ca_pem: config.ca_pem.clone(),
             channel: keys.channel(),
@@ -727,6 +743,34 @@ impl SessionStore for RedisStore {
     }
 }
 
+/// The Redis password as it rotates, for the cluster client: the current one first (to
+/// authenticate a new connection), then each new one (to re-authenticate open connections).
+struct RotatingPassword {
+    username: String,
+    current: tokio::sync::watch::Receiver<String>,
+}
+
+impl redis::StreamingCredentialsProvider for RotatingPassword {
+    fn subscribe(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = redis::RedisResult<redis::BasicAuth>> + Send + 'static>,
+    > {
+        let username = self.username.clone();
+        let mut current = self.current.clone();
+        current.mark_changed();
+        Box::pin(futures_util::stream::unfold(
+            (username, current),
+            |(username, mut current)| async move {
+                current.changed().await.ok()?;
+                let password = current.borrow_and_update().clone();
+                let auth = redis::BasicAuth::new(username.clone(), password);
+                Some((Ok(auth), (username, current)))
+            },
+        ))
+    }
+}
+
 /// Reads on the primary, with READONLY sent to replica connections so that a read can be
 /// routed to a replica explicitly ([`on_replica`]) when the primary does not answer.
 #[derive(Debug, Default)]
@@ -832,6 +876,7 @@ mod config_tests {
             connect_timeout: Duration::from_millis(500),
             command_timeout: Duration::from_millis(250),
             replication_wait: Duration::from_millis(100),
+            password_file: None,
         }
     }
 
