@@ -143,6 +143,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SIDECAR_CACHE_MAX_ENTRIES", default_value_t = 1_000_000)]
     pub cache_max_entries: u64,
 
+    /// Cache bound, in bytes of memory the cache holds (entries, their data and the indexes).
+    #[arg(long, env = "SIDECAR_CACHE_MAX_BYTES", default_value_t = 67_108_864)]
+    pub cache_max_bytes: u64,
+
     /// Also read the token from this cookie.
     #[arg(long, env = "SIDECAR_TOKEN_COOKIE")]
     pub token_cookie: Option<String>,
@@ -276,6 +280,7 @@ pub struct Config {
     pub claims: ClaimRules,
     pub cache_ttl: Duration,
     pub cache_max_entries: u64,
+    pub cache_max_bytes: u64,
     pub token_cookie: Option<String>,
     pub admin_token: Option<Secret>,
     /// Where the admin credential is read again from, every second.
@@ -318,6 +323,7 @@ impl Config {
                 },
                 cache_ttl: Duration::from_secs(args.cache_ttl),
                 cache_max_entries: args.cache_max_entries,
+                cache_max_bytes: args.cache_max_bytes,
                 token_cookie: args.token_cookie.clone(),
                 admin_token,
                 admin_token_file: args.admin_token_file.clone(),
@@ -495,6 +501,12 @@ fn check_limits(args: &ServeArgs, problems: &mut Vec<ConfigError>) {
         problems.push(ConfigError::new(
             "--token-cookie",
             format!("`{cookie}` is not a cookie name"),
+        ));
+    }
+    if args.cache_max_bytes < 1024 * 1024 {
+        problems.push(ConfigError::new(
+            "--cache-max-bytes",
+            "must be at least 1048576 (use --cache-ttl 0 to disable the cache)",
         ));
     }
     if args.cache_max_entries == 0 {

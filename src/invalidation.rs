@@ -66,7 +66,7 @@ mod tests {
     use crate::store::{FeedEvent, Invalidation};
 
     fn sample(metrics: &Metrics, name: &str) -> String {
-        String::from_utf8_lossy(&metrics.render(0))
+        String::from_utf8_lossy(&metrics.render(0, 0))
             .lines()
             .find(|line| line.starts_with(&format!("{name} ")))
             .unwrap_or_default()

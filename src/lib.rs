@@ -159,9 +159,10 @@ impl Sidecar {
         // Process-wide and idempotent: the provider rustls uses for `rediss://` handshakes.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let metrics = Arc::new(Metrics::new());
-        let cache = DecisionCache::new(
+        let cache = DecisionCache::with_budget(
             config.cache_ttl,
             config.cache_max_entries,
+            config.cache_max_bytes,
             Arc::clone(&metrics),
         );
         let mut background = JoinSet::new();

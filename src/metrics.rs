@@ -39,6 +39,7 @@ pub struct Metrics {
     cache_misses: IntCounter,
     signature_checks: IntCounter,
     cache_entries: IntGauge,
+    cache_bytes: IntGauge,
     cache_evictions: IntCounterVec,
     redis_commands: IntCounterVec,
     redis_duration: HistogramVec,
@@ -124,6 +125,14 @@ impl Metrics {
                 IntGauge::new(
                     "session_sidecar_cache_entries",
                     "Decisions in the cache (at the last scrape).",
+                )
+                .expect("valid metric"),
+            ),
+            cache_bytes: registered(
+                r,
+                IntGauge::new(
+                    "session_sidecar_cache_bytes",
+                    "Bytes of memory the cache holds as weighed against --cache-max-bytes (at the last scrape).",
                 )
                 .expect("valid metric"),
             ),
@@ -283,10 +292,12 @@ impl Metrics {
         self.key_refreshes.with_label_values(&[outcome]).inc();
     }
 
-    /// Renders the registry in the Prometheus text format, after setting the cache gauge.
-    pub fn render(&self, cache_entries: u64) -> Vec<u8> {
+    /// Renders the registry in the Prometheus text format, after setting the cache gauges.
+    pub fn render(&self, cache_entries: u64, cache_bytes: u64) -> Vec<u8> {
         self.cache_entries
             .set(i64::try_from(cache_entries).unwrap_or(i64::MAX));
+        self.cache_bytes
+            .set(i64::try_from(cache_bytes).unwrap_or(i64::MAX));
         let mut out = Vec::with_capacity(8 * 1024);
         // Encoding into a Vec cannot fail for the text format.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

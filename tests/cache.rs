@@ -126,3 +126,33 @@ async fn deleting_a_session_evicts_its_cached_grant_at_once() {
         (401, Some("session_inactive".into()))
     );
 }
+
+/// `--cache-max-bytes` bounds what the cache holds, weighed honestly: each entry weighs at
+/// least the claims it keeps (here 2 KB each), and the cache stays within the budget however
+/// many distinct tokens arrive.
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_max_bytes_bounds_the_cache() {
+    let budget: u64 = 1024 * 1024;
+    let sidecar = TestSidecar::start(&["--cache-max-bytes", &budget.to_string()]).await;
+    let filler = "x".repeat(2048);
+    let tokens = 1500;
+    for i in 0..tokens {
+        let token = hs256(&json!({"sub": format!("b{i}"), "exp": now() + 600, "pad": filler}));
+        assert_eq!(sidecar.verify(&token).await.status(), 200);
+    }
+    let bytes = sidecar.metric("session_sidecar_cache_bytes").await;
+    let entries = sidecar.metric("session_sidecar_cache_entries").await;
+    assert!(
+        bytes <= budget as f64,
+        "{bytes} bytes held, budget {budget}"
+    );
+    assert!(
+        entries > 0.0 && entries < f64::from(tokens),
+        "{entries} entries"
+    );
+    assert!(
+        bytes / entries >= 2048.0,
+        "an entry that keeps 2 KB of claims weighs {} bytes",
+        bytes / entries
+    );
+}

@@ -18,7 +18,9 @@ pub async fn route(app: &App, request: Request<Incoming>) -> HttpResponse {
         "/metrics" => {
             let cache = app.verifier.cache();
             cache.run_pending_tasks().await;
-            let body = app.metrics.render(cache.entry_count());
+            let body = app
+                .metrics
+                .render(cache.entry_count(), cache.weighted_bytes());
             respond::text(StatusCode::OK, "text/plain; version=0.0.4", body)
         }
         "/healthz" => respond::text(StatusCode::OK, "text/plain", "ok\n"),

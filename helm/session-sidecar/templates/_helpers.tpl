@@ -268,6 +268,8 @@ secrets are files in one read-only projected volume (session-sidecar.volumes), n
       value: {{ .Values.cache.ttl | int64 | quote }}
     - name: SIDECAR_CACHE_MAX_ENTRIES
       value: {{ .Values.cache.maxEntries | int64 | quote }}
+    - name: SIDECAR_CACHE_MAX_BYTES
+      value: {{ .Values.cache.maxBytes | int64 | quote }}
     {{- with .Values.tokenCookie }}
     - name: SIDECAR_TOKEN_COOKIE
       value: {{ . | quote }}
