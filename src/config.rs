@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use jsonwebtoken::Algorithm;
 
-use crate::credentials::read_admin_credential;
+use crate::credentials::{read_admin_credential, read_trimmed};
 use crate::error::ConfigError;
 use crate::http::Limits;
 use crate::keys::{KeySet, PublicKeySpec};
@@ -532,36 +532,15 @@ fn check_limits(args: &ServeArgs, problems: &mut Vec<ConfigError>) {
     }
 }
 
-/// Reads a secret file; trailing newlines (from `echo`, editors, Kubernetes secrets) are
-/// not part of the secret.
+/// Reads a secret file (see [`read_trimmed`]), reporting a problem under `flag`.
 fn read_secret(
     path: &Path,
     flag: &'static str,
     problems: &mut Vec<ConfigError>,
 ) -> Option<Vec<u8>> {
-    match std::fs::read(path) {
-        Ok(mut bytes) => {
-            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                bytes.pop();
-            }
-            if bytes.is_empty() {
-                problems.push(ConfigError::new(
-                    flag,
-                    format!("{} is empty", path.display()),
-                ));
-                None
-            } else {
-                Some(bytes)
-            }
-        }
-        Err(e) => {
-            problems.push(ConfigError::new(
-                flag,
-                format!("cannot read {}: {e}", path.display()),
-            ));
-            None
-        }
-    }
+    read_trimmed(path)
+        .map_err(|reason| problems.push(ConfigError::new(flag, reason)))
+        .ok()
 }
 
 fn parse_algorithms(names: &[String], problems: &mut Vec<ConfigError>) -> Option<Vec<Algorithm>> {

@@ -41,10 +41,9 @@ impl AdminCredential {
     }
 }
 
-/// Reads an admin credential file: the trailing newline (from `echo`, editors, Kubernetes
-/// Secrets) is not part of it; an empty one, or one holding whitespace (it could not be sent as
-/// one bearer token), is refused with the reason.
-pub fn read_admin_credential(path: &Path) -> Result<Vec<u8>, String> {
+/// Reads a secret file without its trailing newlines (from `echo`, editors, Kubernetes
+/// Secrets); an empty one is refused.
+pub fn read_trimmed(path: &Path) -> Result<Vec<u8>, String> {
     let mut bytes =
         std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
@@ -53,6 +52,14 @@ pub fn read_admin_credential(path: &Path) -> Result<Vec<u8>, String> {
     if bytes.is_empty() {
         return Err(format!("{} is empty", path.display()));
     }
+    Ok(bytes)
+}
+
+/// Reads an admin credential file: the trailing newline (from `echo`, editors, Kubernetes
+/// Secrets) is not part of it; an empty one, or one holding whitespace (it could not be sent as
+/// one bearer token), is refused with the reason.
+pub fn read_admin_credential(path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = read_trimmed(path)?;
     if bytes.iter().any(u8::is_ascii_whitespace) {
         return Err(
             "the credential holds whitespace (only a trailing newline is ignored)".to_owned(),
@@ -85,15 +92,7 @@ pub async fn follow_file(credential: Arc<AdminCredential>, path: PathBuf) {
 /// Reads a password file: the trailing newline is not part of it; it must be UTF-8 and not
 /// empty.
 pub fn read_password(path: &Path) -> Result<String, String> {
-    let mut bytes =
-        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        bytes.pop();
-    }
-    if bytes.is_empty() {
-        return Err(format!("{} is empty", path.display()));
-    }
-    String::from_utf8(bytes).map_err(|_| "the password is not UTF-8".to_owned())
+    String::from_utf8(read_trimmed(path)?).map_err(|_| "the password is not UTF-8".to_owned())
 }
 
 /// Reads the password file every [`RELOAD_INTERVAL`] and publishes a changed password to

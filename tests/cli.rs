@@ -185,6 +185,29 @@ struct Served {
     child: Child,
 }
 
+/// Sends SIGTERM to a sidecar started with a piped stderr and reads what it wrote there until
+/// it exits.
+fn terminate_and_read_stderr(served: &mut Served) -> String {
+    let pid = served.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut stderr = String::new();
+    use std::io::Read;
+    served
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    stderr
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -379,23 +402,7 @@ async fn json_logs_never_contain_a_token_or_the_secret() {
             .await
             .unwrap();
     }
-    let pid = served.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let mut stderr = String::new();
-    use std::io::Read;
-    served
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = terminate_and_read_stderr(&mut served);
     assert!(
         stderr.lines().count() >= 2,
         "something was logged: {stderr}"
@@ -431,23 +438,7 @@ async fn text_logs_into_a_pipe_have_no_colour_codes() {
     let secret = secret_file(&dir);
     let (mut served, listen) = serve_on_free_port(&secret, &[], Some("debug"), Stdio::piped());
     drop(connect_when_listening(&listen).await);
-    let pid = served.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let mut stderr = String::new();
-    use std::io::Read;
-    served
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = terminate_and_read_stderr(&mut served);
     assert!(stderr.lines().count() >= 1, "something was logged");
     assert!(
         !stderr.contains('\u{1b}'),
