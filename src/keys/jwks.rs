@@ -90,6 +90,10 @@ fn parse_url(text: &str) -> Result<Uri, String> {
     if url.host().is_none_or(str::is_empty) {
         return Err(format!("`{text}` has no host"));
     }
+    // Credentials in the URL would end up in logs and metric labels.
+    if url.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err("a JWKS URL with user:password@ is not supported".to_owned());
+    }
     Ok(url)
 }
 
@@ -601,6 +605,7 @@ mod tests {
         assert!(JwksSpec::parse("ftp://x/jwks").is_err());
         assert!(JwksSpec::parse("=http://x/jwks").is_err());
         assert!(JwksSpec::parse("not a url").is_err());
+        assert!(JwksSpec::parse("https://user:pw@idp.example/jwks").is_err());
     }
 
     #[test]
