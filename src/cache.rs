@@ -27,7 +27,7 @@ use moka::future::Cache;
 use moka::notification::RemovalCause;
 
 use crate::decision::{Decision, Dependency};
-use crate::error::{Reason, StoreError};
+use crate::error::{Reason, Undecidable};
 use crate::metrics::Metrics;
 use crate::store::Invalidation;
 
@@ -480,9 +480,9 @@ impl DecisionCache {
         &self,
         key: TokenKey,
         compute: F,
-    ) -> Result<Arc<CachedDecision>, Arc<StoreError>>
+    ) -> Result<Arc<CachedDecision>, Arc<Undecidable>>
     where
-        F: Future<Output = Result<CachedDecision, StoreError>>,
+        F: Future<Output = Result<CachedDecision, Undecidable>>,
     {
         let admitted = async {
             let started = Instant::now();

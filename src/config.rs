@@ -17,6 +17,7 @@ use jsonwebtoken::Algorithm;
 use crate::credentials::{read_admin_credential, read_trimmed};
 use crate::error::ConfigError;
 use crate::http::Limits;
+use crate::keys::jwks::JwksSpec;
 use crate::keys::{KeySet, PublicKeySpec};
 use crate::store::StoreConfig;
 use crate::store::redis::{RedisConfig, RedisConfigError};
@@ -115,9 +116,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SIDECAR_JWT_PUBLIC_KEY_FILE", value_delimiter = ',')]
     pub jwt_public_key_file: Vec<String>,
 
-    /// Remote JWKS URL.
-    #[arg(long, env = "SIDECAR_JWKS_URL")]
-    pub jwks_url: Option<String>,
+    /// A remote JWKS as [ISS=]URL; repeatable. With ISS= its keys verify only tokens whose
+    /// `iss` is ISS; without it, tokens of --issuer.
+    #[arg(long, env = "SIDECAR_JWKS_URL", value_delimiter = ',')]
+    pub jwks_url: Vec<String>,
 
     /// Allowed algorithms, comma separated (default: those the keys allow). `none` is refused.
     #[arg(long, env = "SIDECAR_ALGORITHMS", value_delimiter = ',')]
@@ -277,6 +279,8 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
     pub store: StoreConfig,
     pub keys: KeySet,
+    /// Key sets from URLs (`--jwks-url`), fetched and refreshed once the sidecar runs.
+    pub jwks: Vec<JwksSpec>,
     pub claims: ClaimRules,
     pub cache_ttl: Duration,
     pub cache_max_entries: u64,
@@ -303,7 +307,7 @@ impl Config {
     ) -> Result<Config, Vec<ConfigError>> {
         let mut problems = Vec::new();
 
-        let (secret, keys) = keys_from(args, dev_secret, &mut problems);
+        let (secret, keys, jwks) = keys_from(args, dev_secret, &mut problems);
         let store = store_from(args, &mut problems);
         let admin_token = admin_token_from(args, &mut problems);
         check_limits(args, &mut problems);
@@ -316,6 +320,7 @@ impl Config {
                 metrics_listen: args.metrics_listen,
                 store,
                 keys,
+                jwks,
                 claims: ClaimRules {
                     issuer: args.issuer.clone(),
                     audience: args.audience.clone(),
@@ -345,12 +350,13 @@ impl Config {
     }
 }
 
-/// The verification keys (and the HMAC secret, which also signs the session API's tokens).
+/// The verification keys (and the HMAC secret, which also signs the session API's tokens),
+/// and the key sets to fetch from URLs.
 fn keys_from(
     args: &ServeArgs,
     dev_secret: Option<Vec<u8>>,
     problems: &mut Vec<ConfigError>,
-) -> (Option<Vec<u8>>, Option<KeySet>) {
+) -> (Option<Vec<u8>>, Option<KeySet>, Vec<JwksSpec>) {
     let secret = match (&args.jwt_secret_file, dev_secret) {
         (Some(path), _) => read_secret(path, "--jwt-secret-file", problems).filter(|secret| {
             // RFC 7518 §3.2: an HMAC key at least as long as the hash (32 bytes for HS256).
@@ -378,19 +384,20 @@ fn keys_from(
                 .ok()
         })
         .collect();
-    if args.jwks_url.is_some() {
-        // The flag's name is fixed by the SPEC; its fetching and refresh land in their own
-        // issue. Refusing beats starting without the keys the operator asked for.
-        problems.push(ConfigError::new(
-            "--jwks-url",
-            "remote JWKS is not supported by this build yet; use --jwt-public-key-file",
-        ));
-    }
+    let jwks: Vec<JwksSpec> = args
+        .jwks_url
+        .iter()
+        .filter_map(|spec| {
+            JwksSpec::parse(spec)
+                .map_err(|e| problems.push(ConfigError::new("--jwks-url", e)))
+                .ok()
+        })
+        .collect();
     let algorithms = parse_algorithms(&args.algorithms, problems);
 
     let any_key_flag = args.jwt_secret_file.is_some()
         || !args.jwt_public_key_file.is_empty()
-        || args.jwks_url.is_some();
+        || !args.jwks_url.is_empty();
     let keys = if !problems.is_empty() {
         // A key flag was given but could not be used: that problem is already reported.
         None
@@ -401,7 +408,7 @@ fn keys_from(
         ));
         None
     } else {
-        match KeySet::new(secret.clone(), public_keys, algorithms) {
+        match KeySet::with_remote_keys(secret.clone(), public_keys, algorithms, !jwks.is_empty()) {
             Ok(keys) => Some(keys),
             Err(e) => {
                 problems.push(e);
@@ -409,7 +416,7 @@ fn keys_from(
             }
         }
     };
-    (secret, keys)
+    (secret, keys, jwks)
 }
 
 /// Where sessions live: the embedded store, or the Redis Cluster of `--redis-nodes`.

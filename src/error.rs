@@ -104,6 +104,17 @@ pub enum StoreError {
     Contended,
 }
 
+/// Why no decision could be made about a token (`503`, never cached, fail closed): the store
+/// could not answer, or the key set the token needs was never loaded (SPEC §3.1
+/// `keys_unavailable`).
+#[derive(Debug, Error)]
+pub enum Undecidable {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the key set this token needs has not been loaded yet")]
+    KeysUnavailable,
+}
+
 /// Failures of the session and revocation API (SPEC §3.3), each with its status.
 #[derive(Debug, Error)]
 pub enum ApiError {

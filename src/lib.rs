@@ -9,7 +9,8 @@
 //!   one [`verify::Verdict`] handlers see.
 //! - [`decision`]: what is decided about a token (a leaf the cache and the verifier share).
 //! - [`sessions`]: session writes, each applied to this sidecar's cache once it is stored.
-//! - [`keys`]: the HMAC secret and public keys, and which key a token selects.
+//! - [`keys`]: the HMAC secret and public keys, and which key a token selects;
+//!   [`keys::jwks`]: key sets from URLs (`--jwks-url`), each refreshed by a task it owns.
 //! - [`cache`]: the moka cache of decisions, coalesced misses, invalidation by session/token id.
 //! - [`store`]: the [`store::SessionStore`] trait, the embedded store and the Redis Cluster store
 //!   (with its invalidation feed, [`store::redis::feed`]).
@@ -52,6 +53,7 @@ use crate::credentials::AdminCredential;
 use crate::error::StoreError;
 use crate::http::Limits;
 use crate::http::respond::Rejections;
+use crate::keys::jwks::JwksSource;
 use crate::metrics::Metrics;
 use crate::mint::TokenSigner;
 use crate::sessions::Sessions;
@@ -190,7 +192,23 @@ impl Sidecar {
                 config.claims.audience.first().cloned(),
             )
         });
-        let jwt = JwtVerifier::new(config.keys, &config.claims, config.limits.max_json_depth);
+        // Each key set from a URL starts fetching now; until it has loaded, /readyz is 503 and
+        // tokens that need it are 503 keys_unavailable (an unreachable provider never stops
+        // the start).
+        let sources = config
+            .jwks
+            .into_iter()
+            .map(|spec| {
+                JwksSource::spawn(
+                    spec,
+                    config.claims.issuer.as_deref(),
+                    Arc::clone(&metrics),
+                    &mut background,
+                )
+            })
+            .collect();
+        let jwt = JwtVerifier::new(config.keys, &config.claims, config.limits.max_json_depth)
+            .with_key_sources(sources);
         let verifier = Verifier::new(
             jwt,
             cache.clone(),

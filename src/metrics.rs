@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::error::Reason;
@@ -24,7 +24,10 @@ const LATENCY_BUCKETS: &[f64] = &[
 pub enum Outcome {
     Valid,
     Invalid(Reason),
+    /// The store could not answer.
     Unavailable,
+    /// The key set a token needs was never loaded.
+    KeysUnavailable,
 }
 
 /// The sidecar's metrics.
@@ -33,6 +36,7 @@ pub struct Metrics {
     valid: IntCounter,
     invalid: Vec<IntCounter>,
     unavailable: IntCounter,
+    keys_unavailable: IntCounter,
     duration_hit: Histogram,
     duration_miss: Histogram,
     cache_hits: IntCounter,
@@ -48,6 +52,9 @@ pub struct Metrics {
     subscription_losses: IntCounter,
     revocation_replication: IntCounterVec,
     key_refreshes: IntCounterVec,
+    key_refreshes_suppressed: IntCounterVec,
+    jwks_keys_skipped: IntCounterVec,
+    key_set_age: GaugeVec,
 }
 
 fn registered<T: prometheus::core::Collector + Clone + 'static>(
@@ -94,6 +101,8 @@ impl Metrics {
                 .map(|reason| verifications.with_label_values(&["invalid", reason.as_str()]))
                 .collect(),
             unavailable: verifications.with_label_values(&["unavailable", "store_unavailable"]),
+            keys_unavailable: verifications
+                .with_label_values(&["unavailable", "keys_unavailable"]),
             duration_hit: durations.with_label_values(&["hit"]),
             duration_miss: durations.with_label_values(&["miss"]),
             cache_hits: registered(
@@ -213,9 +222,42 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new(
                         "session_sidecar_key_refreshes_total",
-                        "Key set refreshes, by outcome.",
+                        "Fetches of a key set from a URL (--jwks-url), by issuer and outcome (ok, error).",
                     ),
-                    &["outcome"],
+                    &["issuer", "outcome"],
+                )
+                .expect("valid metric"),
+            ),
+            key_refreshes_suppressed: registered(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "session_sidecar_key_refreshes_suppressed_total",
+                        "Refreshes an unknown kid asked for but the once-a-second limit refused, by issuer.",
+                    ),
+                    &["issuer"],
+                )
+                .expect("valid metric"),
+            ),
+            jwks_keys_skipped: registered(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "session_sidecar_jwks_keys_skipped_total",
+                        "JWKS keys that could not be used (bad material, alg of another key type), by issuer; the rest of the set stands.",
+                    ),
+                    &["issuer"],
+                )
+                .expect("valid metric"),
+            ),
+            key_set_age: registered(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "session_sidecar_key_set_age_seconds",
+                        "Seconds since each key set from a URL was last fetched successfully (absent until its first load).",
+                    ),
+                    &["issuer", "url"],
                 )
                 .expect("valid metric"),
             ),
@@ -229,6 +271,7 @@ impl Metrics {
             Outcome::Valid => self.valid.inc(),
             Outcome::Invalid(reason) => self.invalid[reason.index()].inc(),
             Outcome::Unavailable => self.unavailable.inc(),
+            Outcome::KeysUnavailable => self.keys_unavailable.inc(),
         }
         let seconds = elapsed.as_secs_f64();
         if cache_hit {
@@ -287,9 +330,33 @@ impl Metrics {
         self.subscription_losses.inc();
     }
 
-    /// Counts a key refresh.
-    pub fn key_refresh(&self, outcome: &'static str) {
-        self.key_refreshes.with_label_values(&[outcome]).inc();
+    /// Counts a fetch of a key set (`issuer`: a configured issuer, or `*`; `outcome`: `ok`,
+    /// `error`).
+    pub fn key_refresh(&self, issuer: &str, outcome: &'static str) {
+        self.key_refreshes
+            .with_label_values(&[issuer, outcome])
+            .inc();
+    }
+
+    /// Counts an unknown-kid refresh refused by the once-a-second limit.
+    pub fn key_refresh_suppressed(&self, issuer: &str) {
+        self.key_refreshes_suppressed
+            .with_label_values(&[issuer])
+            .inc();
+    }
+
+    /// Counts JWKS keys skipped as unusable.
+    pub fn jwks_keys_skipped(&self, issuer: &str, count: usize) {
+        self.jwks_keys_skipped
+            .with_label_values(&[issuer])
+            .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+    }
+
+    /// Sets the age of a key set (at each scrape).
+    pub fn set_key_set_age(&self, issuer: &str, url: &str, age: Duration) {
+        self.key_set_age
+            .with_label_values(&[issuer, url])
+            .set(age.as_secs_f64());
     }
 
     /// Renders the registry in the Prometheus text format, after setting the cache gauges.

@@ -1,5 +1,6 @@
 //! The admin server on `--metrics-listen`: `/metrics`, `/healthz` (the process answers) and
-//! `/readyz` (keys loaded and the store reachable). Nothing here touches the API's data path.
+//! `/readyz` (keys loaded, every key set from a URL loaded once, and the store reachable).
+//! Nothing here touches the API's data path.
 
 use std::time::Duration;
 
@@ -18,6 +19,15 @@ pub async fn route(app: &App, request: Request<Incoming>) -> HttpResponse {
         "/metrics" => {
             let cache = app.verifier.cache();
             cache.run_pending_tasks().await;
+            for source in app.verifier.jwt().key_sources() {
+                if let Some(keys) = source.keys() {
+                    app.metrics.set_key_set_age(
+                        source.label(),
+                        &source.url().to_string(),
+                        keys.fetched_at.elapsed(),
+                    );
+                }
+            }
             let body = app
                 .metrics
                 .render(cache.entry_count(), cache.weighted_bytes());
@@ -30,6 +40,13 @@ pub async fn route(app: &App, request: Request<Incoming>) -> HttpResponse {
             "shutting down\n",
         ),
         "/readyz" => {
+            if !app.verifier.jwt().key_sources_loaded() {
+                return respond::text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "key sets not loaded yet\n",
+                );
+            }
             let store = tokio::time::timeout(READY_PROBE_TIMEOUT, app.sessions.ping()).await;
             match store {
                 Ok(Ok(())) if !app.verifier.jwt().keys().allowed().is_empty() => {

@@ -30,6 +30,7 @@ pub async fn forward_auth(app: &App, request: &Request<Incoming>) -> HttpRespons
         Verdict::Granted(grant) => respond::forward_auth_grant(&grant),
         Verdict::Denied(reason) => app.rejections.reject(reason),
         Verdict::Unavailable => respond::unavailable(),
+        Verdict::KeysUnavailable => respond::keys_unavailable(),
     }
 }
 
@@ -81,6 +82,7 @@ pub async fn introspect(app: &App, request: Request<Incoming>) -> HttpResponse {
         Verdict::Granted(grant) => respond::introspection_grant(&grant),
         Verdict::Denied(reason) => app.rejections.reject(reason),
         Verdict::Unavailable => respond::unavailable(),
+        Verdict::KeysUnavailable => respond::keys_unavailable(),
     }
 }
 

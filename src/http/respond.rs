@@ -27,6 +27,7 @@ pub const X_AUTH_SESSION: HeaderName = HeaderName::from_static("x-auth-session")
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const UNAVAILABLE_BODY: &[u8] = br#"{"active":false,"reason":"store_unavailable"}"#;
+const KEYS_UNAVAILABLE_BODY: &[u8] = br#"{"active":false,"reason":"keys_unavailable"}"#;
 
 /// Pre-rendered rejections, one per reason.
 pub struct Rejections {
@@ -129,7 +130,17 @@ pub fn introspection_body(grant: &Grant) -> Value {
 
 /// `503 {"active":false,"reason":"store_unavailable"}`: the decision is impossible.
 pub fn unavailable() -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::from_static(UNAVAILABLE_BODY)));
+    service_unavailable(UNAVAILABLE_BODY)
+}
+
+/// `503 {"active":false,"reason":"keys_unavailable"}`: the key set the token needs was never
+/// loaded (its identity provider has not answered since start-up).
+pub fn keys_unavailable() -> HttpResponse {
+    service_unavailable(KEYS_UNAVAILABLE_BODY)
+}
+
+fn service_unavailable(body: &'static [u8]) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from_static(body)));
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     response.headers_mut().insert(CONTENT_TYPE, JSON);
     response.headers_mut().insert(CACHE_CONTROL, NO_STORE);

@@ -1,9 +1,12 @@
 //! Verification keys: the HMAC secret and the PEM public keys, which algorithms each may
-//! verify, and which key a token's `alg` + `kid` selects.
+//! verify, and which key a token's `alg` + `kid` selects. Key sets that come from a URL
+//! (`--jwks-url`) and their refresh live in [`jwks`].
 //!
 //! The algorithm family is bound to the key when it is loaded, so an HMAC verification can only
 //! ever use the configured secret: a public key can never be turned into an HMAC secret
 //! (algorithm confusion). `none` does not exist here at all.
+
+pub mod jwks;
 
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 
@@ -67,6 +70,19 @@ impl KeySet {
         public: Vec<PublicKeySpec>,
         allowed: Option<Vec<Algorithm>>,
     ) -> Result<KeySet, ConfigError> {
+        Self::with_remote_keys(secret, public, allowed, false)
+    }
+
+    /// Like [`KeySet::new`], and with `remote` (key sets from a URL will join, whose keys are
+    /// not known yet) every asymmetric algorithm counts as one a key may verify: the default
+    /// allow-list then holds RS*, PS*, ES256, ES384 and EdDSA (each remote key is still bound
+    /// to its own key type's algorithms when it is loaded).
+    pub fn with_remote_keys(
+        secret: Option<Vec<u8>>,
+        public: Vec<PublicKeySpec>,
+        allowed: Option<Vec<Algorithm>>,
+        remote: bool,
+    ) -> Result<KeySet, ConfigError> {
         let mut loaded = Vec::with_capacity(public.len());
         for spec in public {
             let (key, algorithms) = load_public_pem(&spec.pem).ok_or_else(|| {
@@ -89,8 +105,27 @@ impl KeySet {
         if secret.is_some() {
             keyable.extend_from_slice(AlgorithmFamily::Hmac.algorithms());
         }
-        for key in &loaded {
-            for alg in key.algorithms {
+        let remote_algorithms: &[Algorithm] = if remote {
+            &[
+                Algorithm::RS256,
+                Algorithm::RS384,
+                Algorithm::RS512,
+                Algorithm::PS256,
+                Algorithm::PS384,
+                Algorithm::PS512,
+                Algorithm::ES256,
+                Algorithm::ES384,
+                Algorithm::EdDSA,
+            ]
+        } else {
+            &[]
+        };
+        for algorithms in loaded
+            .iter()
+            .map(|key| key.algorithms)
+            .chain(std::iter::once(remote_algorithms))
+        {
+            for alg in algorithms {
                 if !keyable.contains(alg) {
                     keyable.push(*alg);
                 }

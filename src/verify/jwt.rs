@@ -4,6 +4,12 @@
 //! Before any key is touched the header is read here: an `alg` that is not on the allow-list
 //! (`none` never is) is refused as `algorithm_not_allowed`, and the payload is checked for
 //! nesting depth, so that hostile JSON never reaches a deeper parser.
+//!
+//! Key sets from URLs ([`JwksSource`]) join the static keys: a token whose `iss` names an issuer
+//! bound with `--jwks-url ISS=URL` is checked only against that issuer's key sets (and must
+//! carry that `iss`); every other token against the static keys and the unbound key sets,
+//! under `--issuer`. An unknown `kid` asks those key sets for one refresh
+//! ([`JwksSource::refresh_for_unknown_kid`]).
 
 use std::collections::HashMap;
 
@@ -16,6 +22,7 @@ use serde_json::{Map, Value};
 
 use crate::error::Reason;
 use crate::keys::KeySet;
+use crate::keys::jwks::{FETCH_TIMEOUT, JwksSource, Refresh};
 use crate::store::MAX_UNIX_TIME;
 
 /// Longest `sid` or `jti` accepted.
@@ -90,31 +97,187 @@ impl VerifiedClaims {
     }
 }
 
-/// Verifies tokens against a [`KeySet`] and the claim rules.
+/// Why a token was not verified by [`JwtVerifier::verify_token`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unverified {
+    /// Refused, for this reason.
+    Denied(Reason),
+    /// Its `kid` is unknown and the refresh it asked for was refused by the once-a-second
+    /// limit: `unknown_key` now, but the same token may verify a moment later (not to be
+    /// remembered as a rejection).
+    UnknownKeyForNow,
+    /// A key set the token may need was never loaded: no decision (`503 keys_unavailable`).
+    KeysUnavailable,
+}
+
+/// The key sets of one issuer bound with `--jwks-url ISS=URL`, and its claim checks.
+struct BoundIssuer {
+    issuer: String,
+    sources: Vec<JwksSource>,
+    validations: HashMap<Algorithm, Validation>,
+}
+
+/// Verifies tokens against a [`KeySet`], the key sets from URLs and the claim rules.
 pub struct JwtVerifier {
     keys: KeySet,
+    rules: ClaimRules,
     validations: HashMap<Algorithm, Validation>,
+    /// Key sets from URLs without `ISS=`: they verify what the static keys verify.
+    unbound: Vec<JwksSource>,
+    bound: Vec<BoundIssuer>,
     max_json_depth: usize,
 }
 
 impl JwtVerifier {
     /// Prepares one jsonwebtoken `Validation` per allowed algorithm.
     pub fn new(keys: KeySet, rules: &ClaimRules, max_json_depth: usize) -> Self {
-        let validations = keys
-            .allowed()
-            .iter()
-            .map(|alg| (*alg, validation_for(*alg, rules)))
-            .collect();
+        let validations = validations_for(&keys, rules);
         JwtVerifier {
             keys,
+            rules: rules.clone(),
             validations,
+            unbound: Vec::new(),
+            bound: Vec::new(),
             max_json_depth,
         }
+    }
+
+    /// Adds key sets from URLs. One bound to the issuer `--issuer` names joins the static keys.
+    pub fn with_key_sources(mut self, sources: Vec<JwksSource>) -> Self {
+        for source in sources {
+            let issuer = match source.issuer() {
+                Some(issuer) if Some(issuer) != self.rules.issuer.as_deref() => issuer.to_owned(),
+                _ => {
+                    self.unbound.push(source);
+                    continue;
+                }
+            };
+            match self.bound.iter_mut().find(|b| b.issuer == issuer) {
+                Some(bound) => bound.sources.push(source),
+                None => {
+                    let rules = ClaimRules {
+                        issuer: Some(issuer.clone()),
+                        ..self.rules.clone()
+                    };
+                    self.bound.push(BoundIssuer {
+                        validations: validations_for(&self.keys, &rules),
+                        issuer,
+                        sources: vec![source],
+                    });
+                }
+            }
+        }
+        self
     }
 
     /// The key set.
     pub fn keys(&self) -> &KeySet {
         &self.keys
+    }
+
+    /// Every key set that comes from a URL.
+    pub fn key_sources(&self) -> impl Iterator<Item = &JwksSource> {
+        self.unbound
+            .iter()
+            .chain(self.bound.iter().flat_map(|b| b.sources.iter()))
+    }
+
+    /// Whether every key set from a URL has loaded once (readiness).
+    pub fn key_sources_loaded(&self) -> bool {
+        self.key_sources().all(JwksSource::loaded)
+    }
+
+    /// Verifies the signature with the keys the token's issuer may use (static keys and key
+    /// sets from URLs), then the claims. An unknown `kid` asks the key sets from URLs for one
+    /// refresh and waits for it (at most [`FETCH_TIMEOUT`]).
+    pub async fn verify_token(
+        &self,
+        token: &str,
+        header: &JoseHeader,
+    ) -> Result<VerifiedClaims, Unverified> {
+        if self.unbound.is_empty() && self.bound.is_empty() {
+            return self.verify(token, header).map_err(Unverified::Denied);
+        }
+        let (sources, validations, with_static) = match self.bound_issuer_of(token)? {
+            Some(bound) => (&bound.sources, &bound.validations, false),
+            None => (&self.unbound, &self.validations, true),
+        };
+        let kid = header.kid.as_deref();
+        let mut refreshed = false;
+        loop {
+            let mut last = None;
+            if with_static {
+                match self.keys.candidates(header.alg, kid) {
+                    Ok(keys) => {
+                        for key in keys {
+                            match self.verify_with(token, header.alg, key, validations) {
+                                Ok(claims) => return Ok(claims),
+                                Err(Reason::BadSignature) => last = Some(Reason::BadSignature),
+                                Err(other) => return Err(Unverified::Denied(other)),
+                            }
+                        }
+                    }
+                    Err(Reason::UnknownKey) => {}
+                    Err(other) => return Err(Unverified::Denied(other)),
+                }
+            }
+            let mut unloaded = false;
+            for source in sources {
+                let Some(set) = source.keys() else {
+                    unloaded = true;
+                    continue;
+                };
+                for key in set.candidates(header.alg, kid) {
+                    match self.verify_with(token, header.alg, key, validations) {
+                        Ok(claims) => return Ok(claims),
+                        Err(Reason::BadSignature) => last = Some(Reason::BadSignature),
+                        Err(other) => return Err(Unverified::Denied(other)),
+                    }
+                }
+            }
+            if let Some(reason) = last {
+                return Err(Unverified::Denied(reason));
+            }
+            if unloaded {
+                // The key may be in a set not loaded yet: no decision. Its task is already
+                // retrying; this only hurries it (at most once a second).
+                for source in sources.iter().filter(|s| !s.loaded()) {
+                    source.request_fetch();
+                }
+                return Err(Unverified::KeysUnavailable);
+            }
+            if refreshed || kid.is_none() || sources.is_empty() {
+                return Err(Unverified::Denied(Reason::UnknownKey));
+            }
+            let outcomes = futures_util::future::join_all(
+                sources
+                    .iter()
+                    .map(|source| source.refresh_for_unknown_kid(FETCH_TIMEOUT)),
+            )
+            .await;
+            if outcomes.iter().all(|outcome| *outcome != Refresh::Done) {
+                return Err(Unverified::UnknownKeyForNow);
+            }
+            refreshed = true;
+        }
+    }
+
+    /// The bound issuer a token's (unverified) `iss` names, if any: its keys are the only ones
+    /// that may verify it. A token whose `iss` is not a string is malformed.
+    fn bound_issuer_of(&self, token: &str) -> Result<Option<&BoundIssuer>, Unverified> {
+        if self.bound.is_empty() {
+            return Ok(None);
+        }
+        let segment = token
+            .split('.')
+            .nth(1)
+            .ok_or(Unverified::Denied(Reason::Malformed))?;
+        let claims = decode_object(segment, self.max_json_depth).map_err(Unverified::Denied)?;
+        match claims.get("iss") {
+            None => Ok(None),
+            Some(Value::String(iss)) => Ok(self.bound.iter().find(|b| b.issuer == *iss)),
+            Some(_) => Err(Unverified::Denied(Reason::Malformed)),
+        }
     }
 
     /// Reads the JOSE header without verifying anything. Refused as `malformed`: a header
@@ -155,7 +318,7 @@ impl JwtVerifier {
         let keys = self.keys.candidates(header.alg, header.kid.as_deref())?;
         let mut last = Reason::UnknownKey;
         for key in keys {
-            match self.verify_with(token, header.alg, key) {
+            match self.verify_with(token, header.alg, key, &self.validations) {
                 Ok(claims) => return Ok(claims),
                 // Another candidate key may still match; anything else is final.
                 Err(Reason::BadSignature) => last = Reason::BadSignature,
@@ -175,7 +338,12 @@ impl JwtVerifier {
         if header.alg.family() != AlgorithmFamily::Hmac {
             return Err(Reason::AlgorithmNotAllowed);
         }
-        self.verify_with(token, header.alg, &DecodingKey::from_secret(secret))
+        self.verify_with(
+            token,
+            header.alg,
+            &DecodingKey::from_secret(secret),
+            &self.validations,
+        )
     }
 
     fn verify_with(
@@ -183,11 +351,9 @@ impl JwtVerifier {
         token: &str,
         alg: Algorithm,
         key: &DecodingKey,
+        validations: &HashMap<Algorithm, Validation>,
     ) -> Result<VerifiedClaims, Reason> {
-        let validation = self
-            .validations
-            .get(&alg)
-            .ok_or(Reason::AlgorithmNotAllowed)?;
+        let validation = validations.get(&alg).ok_or(Reason::AlgorithmNotAllowed)?;
         let payload_segment = token.split('.').nth(1).ok_or(Reason::Malformed)?;
         // Parsed here first, strictly (depth, unique member names), so that jsonwebtoken's
         // own parse, which keeps the last of duplicate members, cannot see other claims.
@@ -322,6 +488,14 @@ fn whole_seconds(value: &Value) -> Option<u64> {
         },
         _ => None,
     }
+}
+
+/// One jsonwebtoken `Validation` per algorithm the key set allows.
+fn validations_for(keys: &KeySet, rules: &ClaimRules) -> HashMap<Algorithm, Validation> {
+    keys.allowed()
+        .iter()
+        .map(|alg| (*alg, validation_for(*alg, rules)))
+        .collect()
 }
 
 fn validation_for(alg: Algorithm, rules: &ClaimRules) -> Validation {

@@ -20,10 +20,10 @@ use jsonwebtoken::AlgorithmFamily;
 
 use crate::cache::{CachedDecision, DecisionCache, Freshness, TokenKey};
 pub use crate::decision::{Decision, Grant};
-use crate::error::{Reason, StoreError};
+use crate::error::{Reason, StoreError, Undecidable};
 use crate::metrics::{Metrics, Outcome};
 use crate::store::{Lookup, LookupQuery, Session, SessionStore};
-use jwt::{JwtVerifier, VerifiedClaims};
+use jwt::{JwtVerifier, Unverified, VerifiedClaims};
 use session_keys::{Admission, SessionKeyGate};
 
 /// The answer for one request, the one type the handlers see: whether it came from the cache,
@@ -35,6 +35,8 @@ pub enum Verdict {
     Denied(Reason),
     /// Undecidable: the store could not answer and nothing usable was cached.
     Unavailable,
+    /// Undecidable: the key set the token needs was never loaded (`503 keys_unavailable`).
+    KeysUnavailable,
 }
 
 impl Verdict {
@@ -51,6 +53,7 @@ impl Verdict {
             Verdict::Granted(_) => Outcome::Valid,
             Verdict::Denied(reason) => Outcome::Invalid(*reason),
             Verdict::Unavailable => Outcome::Unavailable,
+            Verdict::KeysUnavailable => Outcome::KeysUnavailable,
         }
     }
 }
@@ -112,7 +115,10 @@ impl Verifier {
                         Some(reason) => (Verdict::Denied(reason), false),
                         None => (Verdict::of(&entry), false),
                     },
-                    Err(_) => (Verdict::Unavailable, false),
+                    Err(undecidable) => match *undecidable {
+                        Undecidable::KeysUnavailable => (Verdict::KeysUnavailable, false),
+                        Undecidable::Store(_) => (Verdict::Unavailable, false),
+                    },
                 }
             }
         };
@@ -123,7 +129,7 @@ impl Verifier {
 
     /// Verifies a token from scratch: signature, claims, then (when it depends on the store)
     /// one store lookup.
-    async fn compute(&self, token: &str, key: TokenKey) -> Result<CachedDecision, StoreError> {
+    async fn compute(&self, token: &str, key: TokenKey) -> Result<CachedDecision, Undecidable> {
         let epoch = self.cache.trust_epoch();
         let header = match self.jwt.header(token) {
             Ok(header) => header,
@@ -134,13 +140,18 @@ impl Verifier {
             && header.alg.family() == AlgorithmFamily::Hmac
             && let Some(kid) = header.kid.as_deref()
         {
-            return self
+            return Ok(self
                 .compute_session_keyed(token, &header, kid, gate, key, epoch)
-                .await;
+                .await?);
         }
-        let claims = match self.jwt.verify(token, &header) {
+        let claims = match self.jwt.verify_token(token, &header).await {
             Ok(claims) => claims,
-            Err(reason) => return Ok(self.deny(reason, key, epoch)),
+            Err(Unverified::Denied(reason)) => return Ok(self.deny(reason, key, epoch)),
+            // Not cached: a refresh a moment later may find the key.
+            Err(Unverified::UnknownKeyForNow) => {
+                return Ok(self.deny_uncached(Reason::UnknownKey, key, epoch));
+            }
+            Err(Unverified::KeysUnavailable) => return Err(Undecidable::KeysUnavailable),
         };
         let lookup = self.lookup_for(&claims).await?;
         Ok(self.decide(claims, lookup, key, epoch))

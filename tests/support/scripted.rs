@@ -192,6 +192,6 @@ pub fn granted(verdict: &Verdict) -> bool {
 pub fn reason(verdict: &Verdict) -> Option<Reason> {
     match verdict {
         Verdict::Denied(reason) => Some(*reason),
-        Verdict::Granted(_) | Verdict::Unavailable => None,
+        Verdict::Granted(_) | Verdict::Unavailable | Verdict::KeysUnavailable => None,
     }
 }
