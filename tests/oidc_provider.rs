@@ -101,14 +101,20 @@ impl OpenIdProvider {
         loop {
             let answered = self
                 .http
-                .get(format!("{}/.well-known/openid-configuration", self.issuer()))
+                .get(format!(
+                    "{}/.well-known/openid-configuration",
+                    self.issuer()
+                ))
                 .send()
                 .await
                 .is_ok_and(|r| r.status() == 200);
             if answered {
                 return;
             }
-            assert!(started.elapsed() < HANG, "the OpenID provider never answered");
+            assert!(
+                started.elapsed() < HANG,
+                "the OpenID provider never answered"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -194,7 +200,10 @@ impl Drop for OpenIdProvider {
 
 fn free_port() -> u16 {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-    probe.local_addr().map(|a: SocketAddr| a.port()).expect("port")
+    probe
+        .local_addr()
+        .map(|a: SocketAddr| a.port())
+        .expect("port")
 }
 
 async fn sidecar_for(issuers: &[&str], extra: &[&str]) -> TestSidecar {
@@ -363,7 +372,11 @@ async fn provider_down_last_keys_keep_working_and_a_new_sidecar_waits_for_it() {
     provider.stop();
 
     assert_eq!(sidecar.verify_status(&minted).await.0, 200);
-    assert_eq!(readyz(&sidecar).await, 200, "a provider outage made it unready");
+    assert_eq!(
+        readyz(&sidecar).await,
+        200,
+        "a provider outage made it unready"
+    );
     let age = key_set_age(&sidecar.metrics().await, &issuer);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let later = key_set_age(&sidecar.metrics().await, &issuer);
@@ -393,11 +406,17 @@ async fn two_issuers_each_verify_their_own_tokens_and_never_each_others() {
     let sidecar = sidecar_for(&[&issuer_a, &issuer_b], &[]).await;
     wait_ready(&sidecar).await;
     assert_eq!(
-        sidecar.verify_status(&a.access_token("RS256").await).await.0,
+        sidecar
+            .verify_status(&a.access_token("RS256").await)
+            .await
+            .0,
         200
     );
     assert_eq!(
-        sidecar.verify_status(&b.access_token("RS256").await).await.0,
+        sidecar
+            .verify_status(&b.access_token("RS256").await)
+            .await
+            .0,
         200
     );
     // Both providers name their first RS256 key `rs256-0`: a token that claims issuer B but is
