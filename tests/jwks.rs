@@ -762,3 +762,36 @@ async fn claims_become_headers_nested_arrays_as_json_and_crlf_dropped() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn a_kid_a_refresh_did_not_find_is_not_fetched_for_again_at_once() {
+    let server = JwksServer::start(jwks(&[jwk(Algorithm::RS256, "rsa.key", "rsa-1")])).await;
+    let sidecar = TestSidecar::start(&["--jwks-url", &server.url()]).await;
+    wait_ready(&sidecar).await;
+    let ghost = |kid: &str| token(Algorithm::RS256, "rsa.key", kid, &fresh_claims("g"));
+
+    tokio::time::sleep(PAST_FETCH_INTERVAL).await;
+    let fetches = server.requests();
+    let (status, reason) = sidecar.verify_status(&ghost("ghost")).await;
+    assert_eq!((status, reason.as_deref()), (401, Some("unknown_key")));
+    assert_eq!(
+        server.requests(),
+        fetches + 1,
+        "an unknown kid asked for no refresh"
+    );
+
+    // Past the once-a-second limit, the same kid in another token: answered from memory.
+    tokio::time::sleep(PAST_FETCH_INTERVAL).await;
+    let (status, reason) = sidecar.verify_status(&ghost("ghost")).await;
+    assert_eq!((status, reason.as_deref()), (401, Some("unknown_key")));
+    assert_eq!(
+        server.requests(),
+        fetches + 1,
+        "a kid just not found was fetched again"
+    );
+
+    // Another kid still asks.
+    let (status, _) = sidecar.verify_status(&ghost("ghost-2")).await;
+    assert_eq!(status, 401);
+    assert_eq!(server.requests(), fetches + 2);
+}

@@ -22,6 +22,7 @@
 //! fetch is bounded in time, [`FETCH_TIMEOUT`], and size, [`MAX_JWKS_BYTES`]), or fail the
 //! sidecar's start because the provider cannot be reached.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,12 @@ pub const MIN_FETCH_INTERVAL: Duration = Duration::from_secs(1);
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 /// A JWKS response body larger than this has failed.
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+/// How long a `kid` that a refresh did not find is answered `unknown_key` without asking for
+/// another refresh (the negative cache of `kid`s just looked for).
+pub const MISSING_KID_MEMORY: Duration = Duration::from_secs(5);
+/// Most `kid`s the negative cache holds; when full it starts over (a flood of made-up `kid`s is
+/// bounded by the once-a-second fetch limit anyway).
+const MISSING_KIDS_KEPT: usize = 1024;
 
 /// Path of the discovery document under an issuer (OpenID Connect Discovery §4).
 const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
@@ -348,6 +355,8 @@ struct Inner {
     schedule: Mutex<Schedule>,
     wake: Notify,
     metrics: Arc<Metrics>,
+    /// `kid`s a refresh did not find, and when.
+    missing_kids: Mutex<HashMap<Box<str>, Instant>>,
 }
 
 /// A key set that comes from a URL: a cheap handle on the current keys, refreshed by one
@@ -403,6 +412,7 @@ impl JwksSource {
                 }),
                 wake: Notify::new(),
                 metrics,
+                missing_kids: Mutex::new(HashMap::new()),
             }),
         };
         tasks.spawn(refresh_loop(source.clone(), publish));
@@ -432,6 +442,24 @@ impl JwksSource {
     /// Whether a key set was loaded once.
     pub fn loaded(&self) -> bool {
         self.inner.published.borrow().keys.is_some()
+    }
+
+    /// Remembers that a refresh did not find this `kid`, for [`MISSING_KID_MEMORY`].
+    pub fn remember_missing(&self, kid: &str) {
+        let mut missing = self.inner.missing_kids.lock();
+        if missing.len() >= MISSING_KIDS_KEPT {
+            missing.clear();
+        }
+        missing.insert(kid.into(), Instant::now());
+    }
+
+    /// Whether a refresh less than [`MISSING_KID_MEMORY`] ago did not find this `kid`.
+    pub fn recently_missing(&self, kid: &str) -> bool {
+        self.inner
+            .missing_kids
+            .lock()
+            .get(kid)
+            .is_some_and(|at| at.elapsed() < MISSING_KID_MEMORY)
     }
 
     /// Asks for a refresh because a token named a `kid` the set does not hold, and waits (at
