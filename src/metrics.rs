@@ -57,6 +57,7 @@ pub struct Metrics {
     key_set_age: GaugeVec,
     key_set_keys: IntGaugeVec,
     claim_headers_dropped: IntCounter,
+    feed_overflows: IntCounter,
 }
 
 fn registered<T: prometheus::core::Collector + Clone + 'static>(
@@ -274,6 +275,14 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            feed_overflows: registered(
+                r,
+                IntCounter::new(
+                    "session_sidecar_invalidation_feed_overflows_total",
+                    "Subscriptions let go because the cache fell too far behind the feed (each is also a loss: every cached session decision is re-checked).",
+                )
+                .expect("valid metric"),
+            ),
             claim_headers_dropped: registered(
                 r,
                 IntCounter::new(
@@ -347,8 +356,13 @@ impl Metrics {
     }
 
     /// Counts a lost invalidation subscription.
-    pub fn subscription_lost(&self) {
+    /// Counts a lost subscription; `fell_behind`: the feed let go of it because its listener
+    /// could not keep up.
+    pub fn subscription_lost(&self, fell_behind: bool) {
         self.subscription_losses.inc();
+        if fell_behind {
+            self.feed_overflows.inc();
+        }
     }
 
     /// Counts a fetch of a key set (`issuer`: a configured issuer, or `*`; `outcome`: `ok`,
