@@ -58,6 +58,7 @@ pub struct Metrics {
     key_set_keys: IntGaugeVec,
     claim_headers_dropped: IntCounter,
     feed_overflows: IntCounter,
+    topology_changes: IntCounter,
 }
 
 fn registered<T: prometheus::core::Collector + Clone + 'static>(
@@ -275,6 +276,14 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            topology_changes: registered(
+                r,
+                IntCounter::new(
+                    "session_sidecar_redis_topology_changes_total",
+                    "Times the periodic CLUSTER SLOTS check found another slot map and the cluster connection was made again.",
+                )
+                .expect("valid metric"),
+            ),
             feed_overflows: registered(
                 r,
                 IntCounter::new(
@@ -395,6 +404,11 @@ impl Metrics {
         self.key_set_keys
             .with_label_values(&[issuer, url])
             .set(i64::try_from(keys).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a change of the Redis Cluster's slot map that made the connection be made again.
+    pub fn topology_change(&self) {
+        self.topology_changes.inc();
     }
 
     /// Counts claim values dropped because they cannot be a header value.

@@ -601,3 +601,54 @@ async fn an_invalidation_flood_is_heard_in_full_or_counted_as_a_loss() {
     assert_eq!(a.delete_session(&sid).await, 204);
     b.wait_for_status(&token, 401, PROPAGATION_BOUND).await;
 }
+
+/// A master added to the cluster and a slot resharded to it while verifications run: the
+/// client follows ASK and MOVED to a node it did not know, and no verification fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_added_and_resharded_to_under_load_fails_no_verification() {
+    let own = RedisCluster::start();
+    let cluster = &own;
+    let prefix = unique_prefix("grow");
+    let sidecar = TestSidecar::start_on_cluster(cluster, &prefix, &["--cache-ttl", "0"]).await;
+    let (sid, token) = sidecar.create_session("newnode", json!({})).await;
+    let key = format!("{prefix}:{{{sid}}}:s");
+    let slot = RedisCluster::key_slot(&key);
+    let added = cluster.add_master();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let http = sidecar.http.clone();
+        let url = sidecar.url("/verify");
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let response = http.get(&url).bearer_auth(&token).send().await;
+                match response.map(|r| r.status().as_u16()) {
+                    Ok(200) => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.begin_slot_migration(slot, added.port());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.migrate_keys_in_slot(slot, added.port(), 1000);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.finish_slot_migration(slot, added.port());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} failed verifications: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 20, "the load really ran: {ok}");
+    assert_eq!(cluster.master_for_slot(slot), added.port());
+    let exists = cluster.redis_cli(added.port(), &["EXISTS", &key]);
+    assert_eq!(exists.trim(), "1", "the session moved to the new node");
+}

@@ -98,6 +98,17 @@ pub struct RedisCluster {
     startup_time: Duration,
 }
 
+/// A node started after the cluster (see [`RedisCluster::add_replica`]).
+pub struct ExtraNode {
+    node: Node,
+}
+
+impl ExtraNode {
+    pub fn port(&self) -> u16 {
+        self.node.port
+    }
+}
+
 /// One `redis-server` process under its `sh` wrapper.
 struct Node {
     port: u16,
@@ -526,6 +537,59 @@ impl RedisCluster {
     /// A failure report: `redis-cli --cluster create` output, each node's view and log tail.
     pub fn diagnostics(&self) -> String {
         report("diagnostics", &self.nodes, &self.create_output)
+    }
+
+    /// Starts a seventh node and makes it a replica of the master on `master_port`; returns
+    /// once its link to the master is up and every live node lists it. The node is not one of
+    /// this cluster's own (ports(), kill_node() do not know it); dropping it kills it.
+    pub fn add_replica(&self, master_port: u16) -> ExtraNode {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let node = self.add_node(deadline);
+        let master_id = self.node(master_port).id.clone();
+        self.redis_cli(node.port(), &["CLUSTER", "REPLICATE", &master_id]);
+        let port = node.port();
+        must(wait_until(deadline, || {
+            let info = query::<String>(port, &["INFO", "replication"])?;
+            if info_field(&info, "master_link_status") == Some("up") {
+                Ok(())
+            } else {
+                Err(format!("replica {port}: master link not up"))
+            }
+        }));
+        node
+    }
+
+    /// Starts a seventh node and joins it as a master without slots (migrate some to it);
+    /// returns once every live node lists it. Dropping it kills it.
+    pub fn add_master(&self) -> ExtraNode {
+        self.add_node(Instant::now() + START_TIMEOUT)
+    }
+
+    /// A new node, met by the cluster and listed by every live node.
+    fn add_node(&self, deadline: Instant) -> ExtraNode {
+        let mut node = must(spawn_node(pick_port()));
+        must(wait_node_up(&mut node, deadline));
+        let port = node.port;
+        let seed = self.live_ports()[0];
+        self.redis_cli(port, &["CLUSTER", "MEET", "127.0.0.1", &seed.to_string()]);
+        must(wait_until(deadline, || {
+            let state = query::<String>(port, &["CLUSTER", "INFO"])?;
+            if info_field(&state, "cluster_state") != Some("ok") {
+                return Err(format!("{port} does not see the cluster ok yet"));
+            }
+            let mine = query::<String>(port, &["CLUSTER", "NODES"])?;
+            for n in self.live() {
+                if !mine.contains(&n.id) {
+                    return Err(format!("{port} does not know {} yet", n.port));
+                }
+                let theirs = query::<String>(n.port, &["CLUSTER", "NODES"])?;
+                if !theirs.contains(&format!(":{port}@")) {
+                    return Err(format!("node {} does not list {port} yet", n.port));
+                }
+            }
+            Ok(())
+        }));
+        ExtraNode { node }
     }
 
     fn live(&self) -> impl Iterator<Item = &Node> {

@@ -22,17 +22,18 @@
 //! announced. A Redis Cluster broadcasts a plain PUBLISH to every node; [`feed`] subscribes.
 
 pub mod feed;
+pub mod topology;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::cluster::ClusterClientBuilder;
-use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::io::tcp::TcpSettings;
 use redis::{ConnectionInfo, IntoConnectionInfo, RedisError, Script, TlsCertificates};
 use serde_json::Value;
+use topology::SharedConnection;
 
 use super::{
     FeedEvents, Invalidation, Lookup, LookupQuery, MAX_UNIX_TIME, NewSession, PatchLimits,
@@ -231,7 +232,8 @@ impl Keys {
 
 /// Sessions in a Redis Cluster.
 pub struct RedisStore {
-    connection: ClusterConnection,
+    /// The cluster connection, replaced when the topology changes (`topology.rs`).
+    connection: Arc<SharedConnection>,
     keys: Keys,
     metrics: Arc<Metrics>,
     /// Outer bound on one call, retries and redirects included: a guard against client hangs.
@@ -319,6 +321,13 @@ impl RedisStore {
         let connection = connection.ok_or_else(|| {
             StoreError::Unavailable(format!("cannot connect to the cluster: {last_error}"))
         })?;
+        let connection = SharedConnection::new(connection);
+        topology::spawn_watch(
+            client,
+            &connection,
+            config.connect_timeout,
+            Arc::clone(&metrics),
+        );
         let keys = Keys {
             prefix: config.key_prefix.clone(),
         };
@@ -371,7 +380,7 @@ impl RedisStore {
     /// Deletes one session (publishing its end); its subject when it existed, and whether a
     /// replica holds the deletion.
     async fn delete_one(&self, sid: &str) -> Result<(Option<String>, Replication), StoreError> {
-        let mut conn = self.connection.clone();
+        let mut conn = self.connection.get();
         let key = self.keys.session(sid);
         let message = encode(&Invalidation::SessionDeleted(sid.to_owned()));
         let sub: Option<String> = self
@@ -397,7 +406,7 @@ impl RedisStore {
     /// acknowledging a revocation can take the revocation with it. An error or a timeout is
     /// `Unconfirmed`: the write stands on the primary, and the caller says so.
     async fn await_replica(&self, key: &str) -> Replication {
-        let mut conn = self.connection.clone();
+        let mut conn = self.connection.get();
         let wait_ms = u64::try_from(self.replication_wait.as_millis()).unwrap_or(u64::MAX);
         let acknowledged: Result<redis::Value, StoreError> = self
             .call("replication_wait", async {
@@ -421,7 +430,7 @@ impl RedisStore {
     /// costs one DEL of nothing at the next log-out-everywhere, so a failure here must not
     /// fail the deletion that already happened.
     async fn unindex(&self, sub: &str, sids: &[String]) {
-        let mut conn = self.connection.clone();
+        let mut conn = self.connection.get();
         let key = self.keys.subject(sub);
         let removed: Result<i64, _> = self
             .call("subject_index", async {
@@ -442,7 +451,7 @@ impl RedisStore {
     /// node asked first does not answer (a primary that died, before its replica is promoted),
     /// the other side of the shard is asked ([`Self::read_elsewhere`]).
     async fn read_session_for_lookup(&self, sid: &str) -> Result<Option<Session>, StoreError> {
-        let mut conn = self.connection.clone();
+        let mut conn = self.connection.get();
         let key = self.keys.session(sid);
         let mut command = redis::cmd("HMGET");
         command.arg(&key).arg(&SESSION_FIELDS);
@@ -469,7 +478,7 @@ impl RedisStore {
     /// only when the primary does not answer (an answered revocation is held by a replica:
     /// `WAIT` after every revoking write, README "Consistency guarantees").
     async fn is_denied(&self, jti: &str) -> Result<bool, StoreError> {
-        let mut conn = self.connection.clone();
+        let mut conn = self.connection.get();
         let key = self.keys.deny(jti);
         let mut command = redis::cmd("EXISTS");
         command.arg(&key);
@@ -507,7 +516,7 @@ impl RedisStore {
         if matches!(first_error, StoreError::Corrupt(_)) {
             return Err(first_error);
         }
-        let mut conn = self.connection.clone();
+        let mut conn = self.connection.get();
         let (label, route) = if self.read_from_replicas {
             ("lookup_primary", on_primary(key))
         } else {
@@ -522,7 +531,7 @@ impl RedisStore {
     }
 
     async fn read_session(&self, sid: &str) -> Result<Option<(Session, String)>, StoreError> {
-        let mut conn = self.connection.clone();
+        let mut conn = self.connection.get();
         let key = self.keys.session(sid);
         let fields: Vec<Option<String>> = self
             .call("session_read", async {
@@ -568,7 +577,7 @@ impl SessionStore for RedisStore {
     async fn create(&self, session: NewSession) -> Result<(), StoreError> {
         let data =
             serde_json::to_string(&session.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut conn = self.connection.clone();
+        let mut conn = self.connection.get();
         let key = self.keys.session(&session.sid);
         let secret = session.secret.clone().unwrap_or_default();
         let _: i64 = self
@@ -619,7 +628,7 @@ impl SessionStore for RedisStore {
             if data.len() > limits.max_session_bytes {
                 return Ok(PatchOutcome::TooLarge);
             }
-            let mut conn = self.connection.clone();
+            let mut conn = self.connection.get();
             let written: i64 = self
                 .call("session_patch", async {
                     self.compare_and_set
@@ -655,7 +664,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete_subject(&self, sub: &str) -> Result<(Vec<String>, Replication), StoreError> {
-        let mut conn = self.connection.clone();
+        let mut conn = self.connection.get();
         let subject_key = self.keys.subject(sub);
         let sids: Vec<String> = self
             .call("subject_index", async {
@@ -710,7 +719,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn revoke(&self, jti: &str, until: u64) -> Result<Replication, StoreError> {
-        let mut conn = self.connection.clone();
+        let mut conn = self.connection.get();
         let key = self.keys.deny(jti);
         let message = encode(&Invalidation::TokenRevoked(jti.to_owned()));
         let until = until.min(MAX_UNIX_TIME);
@@ -729,7 +738,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.connection.clone();
+        let mut conn = self.connection.get();
         let _: String = self
             .call("ping", async {
                 redis::cmd("PING").query_async(&mut conn).await
