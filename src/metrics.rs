@@ -59,6 +59,8 @@ pub struct Metrics {
     claim_headers_dropped: IntCounter,
     feed_overflows: IntCounter,
     topology_changes: IntCounter,
+    breaker_transitions: IntCounterVec,
+    breaker_skips: IntCounter,
 }
 
 fn registered<T: prometheus::core::Collector + Clone + 'static>(
@@ -276,6 +278,25 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            breaker_transitions: registered(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "session_sidecar_redis_breaker_transitions_total",
+                        "A primary's lookup breaker opening (it failed lookups in a row: they go to its replica) or closing (a probe was answered).",
+                    ),
+                    &["to"],
+                )
+                .expect("valid metric"),
+            ),
+            breaker_skips: registered(
+                r,
+                IntCounter::new(
+                    "session_sidecar_redis_breaker_skips_total",
+                    "Lookups sent straight to the replica because the primary's breaker was open.",
+                )
+                .expect("valid metric"),
+            ),
             topology_changes: registered(
                 r,
                 IntCounter::new(
@@ -404,6 +425,16 @@ impl Metrics {
         self.key_set_keys
             .with_label_values(&[issuer, url])
             .set(i64::try_from(keys).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a breaker opening or closing (`to`: `open`, `closed`).
+    pub fn breaker_transition(&self, to: &str) {
+        self.breaker_transitions.with_label_values(&[to]).inc();
+    }
+
+    /// Counts a lookup that skipped an open breaker's node.
+    pub fn breaker_skip(&self) {
+        self.breaker_skips.inc();
     }
 
     /// Counts a change of the Redis Cluster's slot map that made the connection be made again.

@@ -21,6 +21,7 @@
 //! that also PUBLISHes the change on `P:invalidations`, so a write that succeeded was always
 //! announced. A Redis Cluster broadcasts a plain PUBLISH to every node; [`feed`] subscribes.
 
+pub mod breaker;
 pub mod feed;
 pub mod topology;
 
@@ -28,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use breaker::{Admission, Breakers, key_slot};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::io::tcp::TcpSettings;
@@ -234,6 +236,8 @@ impl Keys {
 pub struct RedisStore {
     /// The cluster connection, replaced when the topology changes (`topology.rs`).
     connection: Arc<SharedConnection>,
+    /// Per primary: lookups skip a node that keeps failing (`breaker.rs`).
+    breakers: Breakers,
     keys: Keys,
     metrics: Arc<Metrics>,
     /// Outer bound on one call, retries and redirects included: a guard against client hangs.
@@ -339,6 +343,7 @@ impl RedisStore {
             connect_timeout: config.connect_timeout,
         };
         Ok(RedisStore {
+            breakers: Breakers::new(Arc::clone(&metrics)),
             connection,
             keys,
             metrics,
@@ -455,9 +460,14 @@ impl RedisStore {
         let key = self.keys.session(sid);
         let mut command = redis::cmd("HMGET");
         command.arg(&key).arg(&SESSION_FIELDS);
-        let first: Result<Vec<Option<String>>, StoreError> = self
-            .call("lookup", async { command.query_async(&mut conn).await })
-            .await;
+        // The first read goes to the primary (unless replicas are read): past its breaker.
+        let first: Result<Vec<Option<String>>, StoreError> = if self.read_from_replicas {
+            self.call("lookup", async { command.query_async(&mut conn).await })
+                .await
+        } else {
+            self.past_breaker(&key, async { command.query_async(&mut conn).await })
+                .await
+        };
         let mut fields: Vec<Option<String>> = match first {
             Ok(fields) => fields,
             Err(error) => self.read_elsewhere(&command, &key, error).await?,
@@ -483,7 +493,7 @@ impl RedisStore {
         let mut command = redis::cmd("EXISTS");
         command.arg(&key);
         let first: Result<redis::Value, StoreError> = self
-            .call("lookup", async {
+            .past_breaker(&key, async {
                 conn.route_command(command.clone(), on_primary(&key)).await
             })
             .await;
@@ -502,6 +512,28 @@ impl RedisStore {
             }
         };
         Ok(exists > 0)
+    }
+
+    /// A lookup read on the primary of `key`'s slot, unless that node's breaker is open (then
+    /// it fails at once, and the caller reads the replica).
+    async fn past_breaker<T, F>(&self, key: &str, call: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, RedisError>>,
+    {
+        let Some(node) = self.connection.primary_of(key_slot(key.as_bytes())) else {
+            return self.call("lookup", call).await;
+        };
+        let admission = self.breakers.admit(&node);
+        if admission == Admission::Skip {
+            return Err(StoreError::Unavailable("breaker open".into()));
+        }
+        let result = self.call("lookup", call).await;
+        let answered = !matches!(
+            result,
+            Err(StoreError::Timeout | StoreError::Unavailable(_))
+        );
+        self.breakers.record(&node, admission, answered);
+        result
     }
 
     /// A lookup read whose first node did not answer, asked of the other side of its shard:

@@ -26,16 +26,46 @@ pub const TOPOLOGY_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// address. Node ids are left out: an address is what a connection needs.
 type Range = (i64, i64, String, Vec<String>);
 
-/// The connection calls use, replaced when the topology changes.
+/// Which primary owns which slots: `(first slot, last slot, primary address)`.
+type SlotOwners = Arc<[(u16, u16, Arc<str>)]>;
+
+/// The connection calls use, replaced when the topology changes, and which primary owns
+/// which slots as last seen (for the breakers).
 pub struct SharedConnection {
     current: RwLock<ClusterConnection>,
+    owners: RwLock<SlotOwners>,
 }
 
 impl SharedConnection {
     pub fn new(connection: ClusterConnection) -> Arc<SharedConnection> {
         Arc::new(SharedConnection {
             current: RwLock::new(connection),
+            owners: RwLock::new(Arc::new([])),
         })
+    }
+
+    /// The address of the primary of a slot, as the last `CLUSTER SLOTS` said (`None` before
+    /// the first answer).
+    pub fn primary_of(&self, slot: u16) -> Option<Arc<str>> {
+        let owners = Arc::clone(&self.owners.read());
+        owners
+            .iter()
+            .find(|(start, end, _)| (*start..=*end).contains(&slot))
+            .map(|(_, _, primary)| Arc::clone(primary))
+    }
+
+    fn learn_owners(&self, ranges: &[Range]) {
+        let owners: SlotOwners = ranges
+            .iter()
+            .filter_map(|(start, end, primary, _)| {
+                Some((
+                    u16::try_from(*start).ok()?,
+                    u16::try_from(*end).ok()?,
+                    Arc::from(primary.as_str()),
+                ))
+            })
+            .collect();
+        *self.owners.write() = owners;
     }
 
     /// A handle on the current connection (a clone: cheap, and it outlives a replacement).
@@ -69,7 +99,13 @@ async fn watch(
     // The map the connection learnt when it was made, near enough: asked at once (a change in
     // the moment between is caught by the client's redirects, or by the next change).
     let mut known: Option<Vec<Range>> = match shared.upgrade() {
-        Some(shared) => slots(shared.get(), connect_timeout).await,
+        Some(shared) => {
+            let map = slots(shared.get(), connect_timeout).await;
+            if let Some(map) = &map {
+                shared.learn_owners(map);
+            }
+            map
+        }
         None => return,
     };
     loop {
@@ -81,6 +117,9 @@ async fn watch(
             // No answer: the client's own recovery deals with a cluster that does not answer.
             continue;
         };
+        if let Some(shared) = shared.upgrade() {
+            shared.learn_owners(&now);
+        }
         let Some(before) = known.replace(now.clone()) else {
             continue;
         };
