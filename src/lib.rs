@@ -217,7 +217,8 @@ impl Sidecar {
             config.session_keys.then(|| {
                 verify::session_keys::SessionKeyGate::new(config.session_key_lookups_per_second)
             }),
-        );
+        )
+        .with_claim_headers(config.claim_headers);
         let app = Arc::new(App::new(AppParts {
             verifier,
             sessions: Sessions::new(store, cache, config.session_keys),

@@ -538,3 +538,66 @@ async fn a_rotated_redis_password_is_used_without_a_restart() {
     let (_, fresh) = a.create_session("rota", json!({})).await;
     assert_eq!(a.verify(&fresh).await.status(), 200);
 }
+
+/// A flood of invalidations (200,000 as fast as one pipelined client can publish them) is
+/// either heard in full or, if the sidecar falls too far behind, counted as a lost feed (and
+/// every cached session decision re-checked): never dropped in silence. Afterwards the feed
+/// still carries a deletion from another sidecar.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalidation_flood_is_heard_in_full_or_counted_as_a_loss() {
+    const FLOOD: usize = 200_000;
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix("flood");
+    let a = TestSidecar::start_on_cluster(cluster, &prefix, &[]).await;
+    let b = TestSidecar::start_on_cluster(cluster, &prefix, &[]).await;
+    a.wait_for_subscription(true, Duration::from_secs(10)).await;
+    b.wait_for_subscription(true, Duration::from_secs(10)).await;
+
+    let client = redis::Client::open(cluster.seed_urls()[0].as_str()).unwrap();
+    let mut publisher = client.get_multiplexed_async_connection().await.unwrap();
+    let channel = format!("{prefix}:invalidations");
+    for batch in 0..FLOOD / 1000 {
+        let mut pipe = redis::pipe();
+        for i in 0..1000 {
+            pipe.cmd("PUBLISH")
+                .arg(&channel)
+                .arg(format!("d flood-{batch}-{i}"))
+                .ignore();
+        }
+        let () = pipe.query_async(&mut publisher).await.unwrap();
+    }
+
+    let received = r#"session_sidecar_invalidations_received_total{kind="session_deleted"}"#;
+    let overflows = "session_sidecar_invalidation_feed_overflows_total";
+    let started = std::time::Instant::now();
+    let (heard, fell_behind) = loop {
+        let metrics = b.metrics().await;
+        let (heard, fell_behind) = (
+            metric_value(&metrics, received),
+            metric_value(&metrics, overflows),
+        );
+        if heard >= FLOOD as f64 || fell_behind >= 1.0 {
+            break (heard, fell_behind);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{heard} of {FLOOD} invalidations heard and no loss counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("flood: {heard} of {FLOOD} heard, {fell_behind} overflows");
+    if fell_behind >= 1.0 {
+        assert!(
+            b.metric("session_sidecar_invalidation_subscription_losses_total")
+                .await
+                >= 1.0
+        );
+    }
+
+    // The feed works after the flood.
+    b.wait_for_subscription(true, Duration::from_secs(10)).await;
+    let (sid, token) = a.create_session("after-flood", json!({})).await;
+    assert_eq!(b.verify(&token).await.status(), 200);
+    assert_eq!(a.delete_session(&sid).await, 204);
+    b.wait_for_status(&token, 401, PROPAGATION_BOUND).await;
+}

@@ -85,8 +85,8 @@ impl Default for Rejections {
 pub fn forward_auth_grant(grant: &Grant) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::new()));
     let headers = response.headers_mut();
-    // One allocation for the five headers, instead of growing the map as they are added.
-    headers.reserve(5);
+    // One allocation for the headers, instead of growing the map as they are added.
+    headers.reserve(5 + grant.claim_headers.len());
     headers.insert(X_AUTH_SUBJECT, grant.claims.subject.clone());
     if let Some(sid) = &grant.claims.session_id {
         headers.insert(X_AUTH_SESSION_ID, sid.clone());
@@ -96,6 +96,9 @@ pub fn forward_auth_grant(grant: &Grant) -> HttpResponse {
     }
     if let Some(session) = &grant.session_header {
         headers.insert(X_AUTH_SESSION, session.clone());
+    }
+    for (name, value) in &grant.claim_headers {
+        headers.insert(name.clone(), value.clone());
     }
     headers.insert(CACHE_CONTROL, NO_STORE);
     response
