@@ -4,7 +4,7 @@
 Run by scripts/monitoring-check (README "Tests"); standard library only. It starts, on free
 loopback ports, in a temporary directory:
   - a one-node Redis Cluster (redis-server --cluster-enabled, every slot on the node),
-  - a JWKS server (one Ed25519 key and one broken key),
+  - a JWKS server (one Ed25519 key and one that cannot be used),
   - the sidecar (the binary given), with --redis-nodes, --jwks-url, an admin credential,
   - Debian's prometheus (scrape and rule evaluation every second) with
     helm/session-sidecar/files/prometheus-rules.yaml as it is.
@@ -249,8 +249,9 @@ def run(sidecar_bin, work, procs):
              lambda: "cluster_state:ok" in subprocess.run(cli + ["cluster", "info"], capture_output=True, text=True).stdout, 30)
 
     # --- a JWKS server: one Ed25519 key, one that cannot be used ---------------------------
-    jwks = {"keys": [ed25519_jwk(os.path.join(REPO, "tests", "fixtures", "ed25519.pub"), "live-1"),
-                     {"kty": "RSA", "kid": "broken", "n": "AA", "e": "AQAB", "use": "sig"}]}
+    good = ed25519_jwk(os.path.join(REPO, "tests", "fixtures", "ed25519.pub"), "live-1")
+    # An Ed25519 key that claims an RSA algorithm cannot be used: skipped and counted.
+    jwks = {"keys": [good, {**good, "kid": "unusable", "alg": "RS256"}]}
     body = json.dumps(jwks).encode()
 
     class Jwks(BaseHTTPRequestHandler):
