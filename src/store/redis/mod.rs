@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use breaker::{Admission, Breakers, key_slot};
 use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::io::tcp::TcpSettings;
 use redis::{ConnectionInfo, IntoConnectionInfo, RedisError, Script, TlsCertificates};
@@ -368,6 +369,47 @@ impl RedisStore {
     {
         let started = Instant::now();
         let result = tokio::time::timeout(self.call_timeout, call).await;
+        self.finish(command, started, result)
+    }
+
+    /// Runs a call that may run twice (every write of this store is: a create with a fresh id,
+    /// a compare-and-set merge patch, a delete, an extend-only deny entry, an index update),
+    /// again once on a fresh connection when the connection it went out on was found dropped
+    /// before an answer came. A connection the cluster closed while idle (a node restarted) is
+    /// only found dead by the next command on it; the client cannot tell whether that command
+    /// ran, so it does not retry it itself.
+    async fn call_idempotent<T, F, M>(
+        &self,
+        command: &'static str,
+        make: M,
+    ) -> Result<T, StoreError>
+    where
+        M: Fn(ClusterConnection) -> F,
+        F: Future<Output = Result<T, RedisError>>,
+    {
+        let started = Instant::now();
+        let first = tokio::time::timeout(self.call_timeout, make(self.connection.get())).await;
+        match first {
+            Ok(Err(error)) if error.is_connection_dropped() => {
+                tracing::debug!(command, %error, "connection found dropped: the call runs once more");
+                let again = Instant::now();
+                let second =
+                    tokio::time::timeout(self.call_timeout, make(self.connection.get())).await;
+                self.metrics
+                    .redis_command(command, "error", again.duration_since(started));
+                self.finish(command, again, second)
+            }
+            first => self.finish(command, started, first),
+        }
+    }
+
+    /// Classifies and counts the result of one call.
+    fn finish<T>(
+        &self,
+        command: &'static str,
+        started: Instant,
+        result: Result<Result<T, RedisError>, tokio::time::error::Elapsed>,
+    ) -> Result<T, StoreError> {
         let (outcome, result) = match result {
             Ok(Ok(value)) => ("ok", Ok(value)),
             Ok(Err(error)) if error.is_timeout() => ("timeout", Err(StoreError::Timeout)),
@@ -385,15 +427,15 @@ impl RedisStore {
     /// Deletes one session (publishing its end); its subject when it existed, and whether a
     /// replica holds the deletion.
     async fn delete_one(&self, sid: &str) -> Result<(Option<String>, Replication), StoreError> {
-        let mut conn = self.connection.get();
         let key = self.keys.session(sid);
         let message = encode(&Invalidation::SessionDeleted(sid.to_owned()));
+        let (key_ref, message) = (key.as_str(), message.as_str());
         let sub: Option<String> = self
-            .call("session_delete", async {
+            .call_idempotent("session_delete", move |mut conn| async move {
                 self.delete_session
-                    .key(&key)
+                    .key(key_ref)
                     .arg(&self.feed_source.channel)
-                    .arg(&message)
+                    .arg(message)
                     .invoke_async(&mut conn)
                     .await
             })
@@ -435,12 +477,12 @@ impl RedisStore {
     /// costs one DEL of nothing at the next log-out-everywhere, so a failure here must not
     /// fail the deletion that already happened.
     async fn unindex(&self, sub: &str, sids: &[String]) {
-        let mut conn = self.connection.get();
         let key = self.keys.subject(sub);
+        let key = key.as_str();
         let removed: Result<i64, _> = self
-            .call("subject_index", async {
+            .call_idempotent("subject_index", move |mut conn| async move {
                 redis::cmd("ZREM")
-                    .arg(&key)
+                    .arg(key)
                     .arg(sids)
                     .query_async(&mut conn)
                     .await
@@ -563,12 +605,12 @@ impl RedisStore {
     }
 
     async fn read_session(&self, sid: &str) -> Result<Option<(Session, String)>, StoreError> {
-        let mut conn = self.connection.get();
         let key = self.keys.session(sid);
+        let key = key.as_str();
         let fields: Vec<Option<String>> = self
-            .call("session_read", async {
+            .call_idempotent("session_read", move |mut conn| async move {
                 redis::cmd("HMGET")
-                    .arg(&key)
+                    .arg(key)
                     .arg(&SESSION_FIELDS)
                     .arg("v")
                     .query_async(&mut conn)
@@ -609,26 +651,27 @@ impl SessionStore for RedisStore {
     async fn create(&self, session: NewSession) -> Result<(), StoreError> {
         let data =
             serde_json::to_string(&session.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut conn = self.connection.get();
         let key = self.keys.session(&session.sid);
         let secret = session.secret.clone().unwrap_or_default();
+        let (key, secret, data, session) = (key.as_str(), secret.as_str(), data.as_str(), &session);
         let _: i64 = self
-            .call("session_create", async {
+            .call_idempotent("session_create", move |mut conn| async move {
                 self.create_session
-                    .key(&key)
+                    .key(key)
                     .arg(&session.sub)
-                    .arg(&data)
+                    .arg(data)
                     .arg(session.expires_at)
-                    .arg(&secret)
+                    .arg(secret)
                     .invoke_async(&mut conn)
                     .await
             })
             .await?;
         let subject_key = self.keys.subject(&session.sub);
+        let subject_key = subject_key.as_str();
         let _: i64 = self
-            .call("subject_index", async {
+            .call_idempotent("subject_index", move |mut conn| async move {
                 self.index_session
-                    .key(&subject_key)
+                    .key(subject_key)
                     .arg(&session.sid)
                     .arg(session.expires_at)
                     .invoke_async(&mut conn)
@@ -660,15 +703,20 @@ impl SessionStore for RedisStore {
             if data.len() > limits.max_session_bytes {
                 return Ok(PatchOutcome::TooLarge);
             }
-            let mut conn = self.connection.get();
+            let (key, version, data, message) = (
+                key.as_str(),
+                version.as_str(),
+                data.as_str(),
+                message.as_str(),
+            );
             let written: i64 = self
-                .call("session_patch", async {
+                .call_idempotent("session_patch", move |mut conn| async move {
                     self.compare_and_set
-                        .key(&key)
-                        .arg(&version)
-                        .arg(&data)
+                        .key(key)
+                        .arg(version)
+                        .arg(data)
                         .arg(&self.feed_source.channel)
-                        .arg(&message)
+                        .arg(message)
                         .invoke_async(&mut conn)
                         .await
                 })
@@ -696,12 +744,12 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete_subject(&self, sub: &str) -> Result<(Vec<String>, Replication), StoreError> {
-        let mut conn = self.connection.get();
         let subject_key = self.keys.subject(sub);
+        let subject_key = subject_key.as_str();
         let sids: Vec<String> = self
-            .call("subject_index", async {
+            .call_idempotent("subject_index", move |mut conn| async move {
                 redis::cmd("ZRANGE")
-                    .arg(&subject_key)
+                    .arg(subject_key)
                     .arg(0)
                     .arg(-1)
                     .query_async(&mut conn)
@@ -751,17 +799,17 @@ impl SessionStore for RedisStore {
     }
 
     async fn revoke(&self, jti: &str, until: u64) -> Result<Replication, StoreError> {
-        let mut conn = self.connection.get();
         let key = self.keys.deny(jti);
         let message = encode(&Invalidation::TokenRevoked(jti.to_owned()));
         let until = until.min(MAX_UNIX_TIME);
+        let (key_ref, message) = (key.as_str(), message.as_str());
         let _: i64 = self
-            .call("revoke", async {
+            .call_idempotent("revoke", move |mut conn| async move {
                 self.revoke_token
-                    .key(&key)
+                    .key(key_ref)
                     .arg(until)
                     .arg(&self.feed_source.channel)
-                    .arg(&message)
+                    .arg(message)
                     .invoke_async(&mut conn)
                     .await
             })
@@ -770,9 +818,8 @@ impl SessionStore for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.connection.get();
         let _: String = self
-            .call("ping", async {
+            .call_idempotent("ping", |mut conn| async move {
                 redis::cmd("PING").query_async(&mut conn).await
             })
             .await?;
