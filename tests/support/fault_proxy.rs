@@ -17,7 +17,9 @@ use tokio::task::JoinHandle;
 pub enum Fault {
     /// Forwards everything.
     Healthy,
-    /// Holds each reply chunk this long before forwarding it.
+    /// Holds each reply chunk this long before forwarding it. Chunks still held when the
+    /// target closes the connection (it died) are lost with it, as in the buffers of a node
+    /// that dies: what was sent just before is not delivered.
     Latency(Duration),
     /// Reads requests and throws them away: no reply ever comes (a hung server). A connection
     /// that stalled is closed once the fault is gone (as a hung server that is restarted):
@@ -115,27 +117,72 @@ async fn serve(client: TcpStream, upstream: TcpStream, fault: Arc<Mutex<Fault>>)
             }
         }
     };
-    let replies = async {
+    // Replies: a reader that stamps each chunk with when it is due, and a writer that delivers
+    // it then (unless the target was gone before it was due).
+    enum Chunk {
+        Data(tokio::time::Instant, Vec<u8>),
+        Close,
+    }
+    let (chunks, mut due) = tokio::sync::mpsc::unbounded_channel::<Chunk>();
+    let gone_at: Mutex<Option<tokio::time::Instant>> = Mutex::new(None);
+    let read_replies = async {
         let mut buffer = vec![0u8; 16 * 1024];
+        let mut stalled = false;
         loop {
             let n = match upstream_read.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            let now = *fault.lock();
-            match now {
-                Fault::Healthy => {}
-                Fault::Latency(delay) => tokio::time::sleep(delay).await,
-                Fault::Stall => continue,
-                Fault::Reset => return,
-                Fault::DropMidReply => {
-                    let _ = client_write.write_all(&buffer[..n.div_ceil(2)]).await;
+                Ok(0) | Err(_) => {
+                    *gone_at.lock() = Some(tokio::time::Instant::now());
+                    let _ = chunks.send(Chunk::Close);
                     return;
                 }
-            }
-            if client_write.write_all(&buffer[..n]).await.is_err() {
+                Ok(n) => n,
+            };
+            let now = tokio::time::Instant::now();
+            let fault = *fault.lock();
+            let chunk = match fault {
+                Fault::Healthy if stalled => Chunk::Close,
+                Fault::Healthy => Chunk::Data(now, buffer[..n].to_vec()),
+                Fault::Latency(delay) => Chunk::Data(now + delay, buffer[..n].to_vec()),
+                Fault::Stall => {
+                    stalled = true;
+                    continue;
+                }
+                Fault::Reset => Chunk::Close,
+                Fault::DropMidReply => {
+                    let _ = chunks.send(Chunk::Data(now, buffer[..n.div_ceil(2)].to_vec()));
+                    Chunk::Close
+                }
+            };
+            let close = matches!(chunk, Chunk::Close);
+            if chunks.send(chunk).is_err() || close {
                 return;
             }
+        }
+    };
+    let write_replies = async {
+        while let Some(chunk) = due.recv().await {
+            let Chunk::Data(at, bytes) = chunk else {
+                return;
+            };
+            tokio::time::sleep_until(at).await;
+            if gone_at.lock().is_some_and(|gone| gone < at) {
+                return;
+            }
+            if client_write.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    };
+    // The writer ends the replies (at a Close, or when a held chunk was lost); the reader
+    // only feeds it.
+    let replies = async {
+        let reader = async {
+            read_replies.await;
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            () = write_replies => {}
+            () = reader => {}
         }
     };
     // Whichever side ends first ends the connection; under Reset, with a reset.
