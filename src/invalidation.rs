@@ -7,12 +7,13 @@
 //! alive and resubscribes is the store's business (for Redis, [`crate::store::redis::feed`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::task::JoinSet;
 
 use crate::cache::DecisionCache;
 use crate::metrics::Metrics;
-use crate::store::{FeedEvent, FeedEvents, FeedLoss, Invalidation};
+use crate::store::{FeedEvent, FeedEvents, FeedLoss, Invalidation, now_micros};
 
 fn kind_label(change: &Invalidation) -> &'static str {
     match change {
@@ -42,9 +43,15 @@ pub async fn follow(mut events: FeedEvents, cache: DecisionCache, metrics: Arc<M
                 // Whatever was cached while no feed was up may have missed a change.
                 cache.distrust_all();
             }
-            FeedEvent::Change(change) => {
+            FeedEvent::Change(change, published_at) => {
                 metrics.invalidation_received(kind_label(&change));
                 cache.apply(&change).await;
+                // Publication to applied, by two clocks (the writer's and this one): skew
+                // shows in it, a negative lag counts as none.
+                if let Some(published_at) = published_at {
+                    let lag = now_micros().saturating_sub(published_at);
+                    metrics.invalidation_lag(Duration::from_micros(lag));
+                }
             }
             FeedEvent::Lost(loss) => {
                 metrics.set_subscription_connected(false);
@@ -104,7 +111,10 @@ mod tests {
         assert!(losses(&metrics).ends_with(" 0"), "subscribing is no loss");
 
         events
-            .send(FeedEvent::Change(Invalidation::SessionUpdated("s".into())))
+            .send(FeedEvent::Change(
+                Invalidation::SessionUpdated("s".into()),
+                Some(crate::store::now_micros() - 3_000),
+            ))
             .await
             .unwrap();
         settle().await;
@@ -113,6 +123,16 @@ mod tests {
             after_subscribe,
             "a change distrusts nothing"
         );
+        assert!(
+            sample(&metrics, "session_sidecar_invalidation_lag_seconds_count").ends_with(" 1"),
+            "the lag of a timed change is recorded"
+        );
+        let lag: f64 = sample(&metrics, "session_sidecar_invalidation_lag_seconds_sum")
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        assert!(lag >= 0.003, "lag {lag}");
 
         events
             .send(FeedEvent::Lost(FeedLoss::FellBehind))

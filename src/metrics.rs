@@ -48,6 +48,7 @@ pub struct Metrics {
     redis_commands: IntCounterVec,
     redis_duration: HistogramVec,
     invalidations_received: IntCounterVec,
+    invalidation_lag: Histogram,
     subscription_connected: IntGauge,
     subscription_losses: IntCounter,
     revocation_replication: IntCounterVec,
@@ -182,6 +183,20 @@ impl Metrics {
                     )
                     .buckets(LATENCY_BUCKETS.to_vec()),
                     &["command"],
+                )
+                .expect("valid metric"),
+            ),
+            invalidation_lag: registered(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "session_sidecar_invalidation_lag_seconds",
+                        "Time from a change's publication (the writing sidecar's clock) to its application to this cache (this clock): the fleet's propagation delay, clock skew included.",
+                    )
+                    .buckets(vec![
+                        0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0,
+                    ]),
                 )
                 .expect("valid metric"),
             ),
@@ -425,6 +440,11 @@ impl Metrics {
         self.key_set_keys
             .with_label_values(&[issuer, url])
             .set(i64::try_from(keys).unwrap_or(i64::MAX));
+    }
+
+    /// Records how long a change took from publication to this cache.
+    pub fn invalidation_lag(&self, lag: Duration) {
+        self.invalidation_lag.observe(lag.as_secs_f64());
     }
 
     /// Counts a breaker opening or closing (`to`: `open`, `closed`).

@@ -79,6 +79,12 @@ async fn session_created_on_one_sidecar_verifies_on_another_and_deletion_reaches
             .await
             >= 1.0
     );
+    // The message carried its publication time: B recorded the propagation lag.
+    assert!(
+        b.metric("session_sidecar_invalidation_lag_seconds_count")
+            .await
+            >= 1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,13 +1,13 @@
-//! The invalidation message decoder (`store::redis::feed::decode`), which reads what any
-//! client of the Redis Cluster may PUBLISH on the channel. Never panics; what it accepts is
-//! exactly what `encode` writes for that change (`<d|u|r> <id>`, id non-empty), and every
-//! change `encode` writes decodes to itself.
+//! The invalidation message decoder (`store::redis::feed::decode_message`), which reads what
+//! any client of the Redis Cluster may PUBLISH on the channel. Never panics; what it accepts
+//! is `<d|u|r>[@<µs>] <id>` with a non-empty id, and what it read encodes back to a message
+//! that reads the same; every change `encode`/`encode_at` writes decodes to itself.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use session_sidecar::store::Invalidation;
-use session_sidecar::store::redis::feed::{decode, encode};
+use session_sidecar::store::redis::feed::{decode, decode_message, encode, encode_at};
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -17,8 +17,12 @@ struct Input {
 }
 
 fuzz_target!(|input: Input| {
-    if let Some(change) = decode(&input.message) {
-        assert_eq!(encode(&change), input.message);
+    if let Some((change, published_at)) = decode_message(&input.message) {
+        let again = match published_at {
+            Some(at) => encode_at(&change, at),
+            None => encode(&change),
+        };
+        assert_eq!(decode_message(&again), Some((change.clone(), published_at)));
         let (Invalidation::SessionDeleted(id)
         | Invalidation::SessionUpdated(id)
         | Invalidation::TokenRevoked(id)) = &change;
@@ -36,9 +40,12 @@ fuzz_target!(|input: Input| {
         _ => Invalidation::TokenRevoked(input.id.clone()),
     };
     let decoded = decode(&encode(&change));
+    let timed = decode_message(&encode_at(&change, u64::from(input.kind)));
     if input.id.is_empty() {
         assert_eq!(decoded, None);
+        assert_eq!(timed, None);
     } else {
+        assert_eq!(timed, Some((change.clone(), Some(u64::from(input.kind)))));
         assert_eq!(decoded, Some(change));
     }
 });

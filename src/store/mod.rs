@@ -98,13 +98,24 @@ pub enum Invalidation {
     TokenRevoked(String),
 }
 
+/// Now, in µs since the Unix epoch (0 for a clock before it): the time stamped on a published
+/// change.
+pub fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+        })
+}
+
 /// What the invalidation feed of a store tells its listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedEvent {
     /// The feed is (again) connected: from now on every change is heard.
     Subscribed,
-    /// A change made somewhere (possibly by this sidecar itself).
-    Change(Invalidation),
+    /// A change made somewhere (possibly by this sidecar itself), and when it was published
+    /// (µs since the Unix epoch, by the publisher's clock), when the message says.
+    Change(Invalidation, Option<u64>),
     /// The feed was cut: changes may have been missed until the next [`FeedEvent::Subscribed`].
     Lost(FeedLoss),
 }

@@ -1,9 +1,12 @@
 //! The Redis side of the invalidation feed: one SUBSCRIBE connection to any live node, its
 //! keep-alive, resubscription with backoff, and the wire format of the messages.
 //!
-//! Writers PUBLISH a short message (`d <sid>`, `u <sid>`, `r <jti>`) on one channel from the
-//! same Lua script as the write; a Redis Cluster forwards a plain PUBLISH to every node, so a
-//! subscription to any one node hears every change. What the feed hears is handed out as
+//! Writers PUBLISH a short message (`d@<µs> <sid>`, `u@<µs> <sid>`, `r@<µs> <jti>`: the kind,
+//! when it was published in microseconds of the Unix epoch by the writer's clock, and the id)
+//! on one channel from the same Lua script as the write; a Redis Cluster forwards a plain
+//! PUBLISH to every node, so a subscription to any one node hears every change. A message
+//! without its time (`d <sid>`) is read too. The time gives the propagation lag
+//! (`session_sidecar_invalidation_lag_seconds`). What the feed hears is handed out as
 //! [`FeedEvent`]s; what the cache does with them is [`crate::invalidation`]'s business.
 
 use std::time::Duration;
@@ -11,6 +14,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+pub use crate::store::now_micros;
 use crate::store::{FeedEvent, FeedEvents, FeedLoss, Invalidation};
 
 /// First pause before resubscribing; doubles up to [`MAX_BACKOFF`].
@@ -24,27 +28,49 @@ const PING_TIMEOUT: Duration = Duration::from_millis(500);
 /// at most). A listener this far behind makes the feed let go of its connection.
 pub const FEED_BUFFER: usize = 16_384;
 
-/// The wire form of a change.
+/// The wire form of a change, without its time.
 pub fn encode(change: &Invalidation) -> String {
+    let (kind, id) = parts(change);
+    format!("{kind} {id}")
+}
+
+/// The wire form of a change published at `published_at` (µs since the Unix epoch).
+pub fn encode_at(change: &Invalidation, published_at: u64) -> String {
+    let (kind, id) = parts(change);
+    format!("{kind}@{published_at} {id}")
+}
+
+fn parts(change: &Invalidation) -> (&'static str, &str) {
     match change {
-        Invalidation::SessionDeleted(sid) => format!("d {sid}"),
-        Invalidation::SessionUpdated(sid) => format!("u {sid}"),
-        Invalidation::TokenRevoked(jti) => format!("r {jti}"),
+        Invalidation::SessionDeleted(sid) => ("d", sid),
+        Invalidation::SessionUpdated(sid) => ("u", sid),
+        Invalidation::TokenRevoked(jti) => ("r", jti),
     }
 }
 
 /// Reads a message; `None` for anything this version does not know.
 pub fn decode(message: &str) -> Option<Invalidation> {
-    let (kind, id) = message.split_once(' ')?;
+    decode_message(message).map(|(change, _)| change)
+}
+
+/// Reads a message and the time it was published, when it says (a time that does not parse
+/// is no time: the change itself still counts).
+pub fn decode_message(message: &str) -> Option<(Invalidation, Option<u64>)> {
+    let (head, id) = message.split_once(' ')?;
     if id.is_empty() {
         return None;
     }
-    match kind {
+    let (kind, published_at) = match head.split_once('@') {
+        Some((kind, at)) => (kind, at.parse::<u64>().ok()),
+        None => (head, None),
+    };
+    let change = match kind {
         "d" => Some(Invalidation::SessionDeleted(id.to_owned())),
         "u" => Some(Invalidation::SessionUpdated(id.to_owned())),
         "r" => Some(Invalidation::TokenRevoked(id.to_owned())),
         _ => None,
-    }
+    }?;
+    Some((change, published_at))
 }
 
 /// Where and how the feed connects.
@@ -164,8 +190,8 @@ async fn listen(
                 let Ok(text) = message.get_payload::<String>() else {
                     continue;
                 };
-                if let Some(change) = decode(&text)
-                    && let Some(loss) = hand_over(events, change)?
+                if let Some((change, published_at)) = decode_message(&text)
+                    && let Some(loss) = hand_over(events, change, published_at)?
                 {
                     return Ok(loss);
                 }
@@ -190,8 +216,9 @@ async fn listen(
 fn hand_over(
     events: &mpsc::Sender<FeedEvent>,
     change: Invalidation,
+    published_at: Option<u64>,
 ) -> Result<Option<FeedLoss>, Closed> {
-    match events.try_send(FeedEvent::Change(change)) {
+    match events.try_send(FeedEvent::Change(change, published_at)) {
         Ok(()) => Ok(None),
         Err(mpsc::error::TrySendError::Full(_)) => Ok(Some(FeedLoss::FellBehind)),
         Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed),
@@ -208,19 +235,35 @@ mod tests {
     fn a_full_buffer_is_a_loss_never_a_silent_drop_nor_a_wait() {
         let (events, mut receiver) = mpsc::channel(2);
         let change = || Invalidation::SessionDeleted("s".into());
-        assert!(matches!(hand_over(&events, change()), Ok(None)));
-        assert!(matches!(hand_over(&events, change()), Ok(None)));
+        assert!(matches!(hand_over(&events, change(), None), Ok(None)));
+        assert!(matches!(hand_over(&events, change(), None), Ok(None)));
         assert!(matches!(
-            hand_over(&events, change()),
+            hand_over(&events, change(), None),
             Ok(Some(FeedLoss::FellBehind))
         ));
         assert_eq!(
             receiver.try_recv(),
-            Ok(FeedEvent::Change(change())),
+            Ok(FeedEvent::Change(change(), None)),
             "what was handed over stays in order"
         );
         drop(receiver);
-        assert!(hand_over(&events, change()).is_err());
+        assert!(hand_over(&events, change(), None).is_err());
+    }
+
+    #[test]
+    fn messages_carry_their_publication_time_and_older_ones_still_count() {
+        use super::{decode_message, encode_at};
+        let change = Invalidation::TokenRevoked("j-1".into());
+        let message = encode_at(&change, 1_733_400_000_123_456);
+        assert_eq!(message, "r@1733400000123456 j-1");
+        assert_eq!(
+            decode_message(&message),
+            Some((change.clone(), Some(1_733_400_000_123_456)))
+        );
+        // Without a time, or with one that does not parse: the change still counts.
+        assert_eq!(decode_message("r j-1"), Some((change.clone(), None)));
+        assert_eq!(decode_message("r@soon j-1"), Some((change, None)));
+        assert_eq!(decode_message("x@1 j-1"), None);
     }
 
     #[test]

@@ -44,7 +44,7 @@ use super::{
 };
 use crate::error::StoreError;
 use crate::metrics::Metrics;
-use feed::{FeedSource, encode};
+use feed::{FeedSource, encode_at, now_micros};
 use futures_util::StreamExt;
 
 /// Connection settings of the Redis Cluster store.
@@ -428,7 +428,7 @@ impl RedisStore {
     /// replica holds the deletion.
     async fn delete_one(&self, sid: &str) -> Result<(Option<String>, Replication), StoreError> {
         let key = self.keys.session(sid);
-        let message = encode(&Invalidation::SessionDeleted(sid.to_owned()));
+        let message = encode_at(&Invalidation::SessionDeleted(sid.to_owned()), now_micros());
         let (key_ref, message) = (key.as_str(), message.as_str());
         let sub: Option<String> = self
             .call_idempotent("session_delete", move |mut conn| async move {
@@ -692,7 +692,7 @@ impl SessionStore for RedisStore {
         limits: PatchLimits,
     ) -> Result<PatchOutcome, StoreError> {
         let key = self.keys.session(sid);
-        let message = encode(&Invalidation::SessionUpdated(sid.to_owned()));
+        let message = encode_at(&Invalidation::SessionUpdated(sid.to_owned()), now_micros());
         for attempt in 0..MAX_PATCH_ATTEMPTS {
             let Some((mut session, version)) = self.read_session(sid).await? else {
                 return Ok(PatchOutcome::NotFound);
@@ -800,7 +800,7 @@ impl SessionStore for RedisStore {
 
     async fn revoke(&self, jti: &str, until: u64) -> Result<Replication, StoreError> {
         let key = self.keys.deny(jti);
-        let message = encode(&Invalidation::TokenRevoked(jti.to_owned()));
+        let message = encode_at(&Invalidation::TokenRevoked(jti.to_owned()), now_micros());
         let until = until.min(MAX_UNIX_TIME);
         let (key_ref, message) = (key.as_str(), message.as_str());
         let _: i64 = self
