@@ -97,6 +97,66 @@ pub fn forward_auth_grant(grant: &Grant) -> HttpResponse {
     if let Some(session) = &grant.session_header {
         headers.insert(X_AUTH_SESSION, session.clone());
     }
+    if let Some(unset) = unset_auth_headers(grant) {
+        headers.insert(ENVOY_AUTH_HEADERS_TO_REMOVE, unset);
+    }
+    headers.insert(CACHE_CONTROL, NO_STORE);
+    response
+}
+
+/// Envoy `ext_authz` (HTTP service) removes the request headers this names before the request
+/// goes upstream. Envoy only overwrites the headers an answer sets, so without it a client's own
+/// `X-Auth-Session-Id` would reach the app beside a stateless token's `X-Auth-Subject`: every
+/// forward-auth `200` names each `X-Auth-*` header it does not set. Other proxies ignore it.
+pub const ENVOY_AUTH_HEADERS_TO_REMOVE: HeaderName =
+    HeaderName::from_static("x-envoy-auth-headers-to-remove");
+
+/// Every `X-Auth-*` header the sidecar sets (the ones a public route's `200` removes).
+const ALL_AUTH_HEADERS: HeaderValue =
+    HeaderValue::from_static("x-auth-subject, x-auth-session-id, x-auth-claims, x-auth-session");
+
+/// The `X-Auth-*` headers a grant does not set, as one static value (no allocation on a hit).
+fn unset_auth_headers(grant: &Grant) -> Option<HeaderValue> {
+    let value = match (
+        grant.claims.session_id.is_some(),
+        grant.claims.payload.is_some(),
+        grant.session_header.is_some(),
+    ) {
+        (true, true, true) => return None,
+        (true, true, false) => "x-auth-session",
+        (true, false, true) => "x-auth-claims",
+        (true, false, false) => "x-auth-claims, x-auth-session",
+        (false, true, true) => "x-auth-session-id",
+        (false, true, false) => "x-auth-session-id, x-auth-session",
+        (false, false, true) => "x-auth-session-id, x-auth-claims",
+        (false, false, false) => "x-auth-session-id, x-auth-claims, x-auth-session",
+    };
+    Some(HeaderValue::from_static(value))
+}
+
+/// `200` for a `public` route (`--rules-file`): no token was looked at, so no `X-Auth-*`
+/// header is set, and Envoy is told to remove any a client sent.
+pub fn public_route() -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    let headers = response.headers_mut();
+    headers.insert(ENVOY_AUTH_HEADERS_TO_REMOVE, ALL_AUTH_HEADERS);
+    headers.insert(CACHE_CONTROL, NO_STORE);
+    response
+}
+
+const FORBIDDEN_CHALLENGE: HeaderValue = HeaderValue::from_static(
+    r#"Bearer realm="session-sidecar", error="insufficient_scope", error_description="forbidden""#,
+);
+const FORBIDDEN_BODY: &[u8] = br#"{"active":false,"reason":"forbidden"}"#;
+
+/// `403` (RFC 6750 §3.1 `insufficient_scope`) with `{"active":false,"reason":"forbidden"}`: a
+/// valid token that the route's rule does not allow, or a route that cannot be read safely.
+pub fn forbidden() -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from_static(FORBIDDEN_BODY)));
+    *response.status_mut() = StatusCode::FORBIDDEN;
+    let headers = response.headers_mut();
+    headers.insert(WWW_AUTHENTICATE, FORBIDDEN_CHALLENGE);
+    headers.insert(CONTENT_TYPE, JSON);
     headers.insert(CACHE_CONTROL, NO_STORE);
     response
 }
