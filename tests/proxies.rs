@@ -551,9 +551,12 @@ async fn the_proxy_fails_closed(mut stack: Stack) {
     let auth = [("authorization", bearer.as_str())];
 
     drop(stack.sidecar.take());
-    let (status, _, body) = stack.get(reqwest::Method::GET, "/account", &auth).await;
+    let (status, headers, body) = stack.get(reqwest::Method::GET, "/account", &auth).await;
     println!("{name}: sidecar stopped -> {status} {body}");
     assert_eq!(status, failures.down, "{name}: sidecar stopped: {body}");
+    if status == 503 {
+        assert_eq!(headers["retry-after"], "1", "{name}: sidecar stopped");
+    }
 
     // A stand-in on the sidecar's port, answering 503 store_unavailable, then never answering.
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", stack.sidecar_port))
@@ -564,6 +567,8 @@ async fn the_proxy_fails_closed(mut stack: Stack) {
     let (status, headers, body) = stack.get(reqwest::Method::GET, "/account", &auth).await;
     println!("{name}: sidecar answers 503 -> {status} {headers:?} {body}");
     assert_eq!(status, failures.unavailable, "{name}: sidecar 503: {body}");
+    assert_eq!(headers["retry-after"], "1", "{name}: sidecar 503");
+    assert!(body.contains("unavailable"), "{name}: sidecar 503: {body}");
     assert!(
         !body.contains("x-auth"),
         "{name}: the app was not reached: {body}"
