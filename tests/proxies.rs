@@ -197,8 +197,7 @@ impl Stack {
                 .replace("port_value: 8080", &format!("port_value: {sidecar_port}"))
                 .replace("port_value: 3000", &format!("port_value: {upstream_port}"));
             assert!(
-                text.contains(&proxy_port.to_string())
-                    || text.contains(&sidecar_port.to_string()),
+                text.contains(&proxy_port.to_string()) || text.contains(&sidecar_port.to_string()),
                 "{file}: the addresses were found and replaced"
             );
             text
