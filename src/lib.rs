@@ -230,6 +230,9 @@ impl Sidecar {
                 verify::session_keys::SessionKeyGate::new(config.session_key_lookups_per_second)
             }),
         );
+        if let Some(rules) = &config.rules {
+            tracing::info!(rules = rules.len(), "route rules loaded (--rules-file)");
+        }
         let app = Arc::new(
             App::new(AppParts {
                 verifier,

@@ -8,7 +8,9 @@ mod support;
 
 use std::process::Command;
 
+use proptest::prelude::*;
 use serde_json::{Value, json};
+use session_sidecar::rules::plain_path;
 use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_session-sidecar");
@@ -601,5 +603,50 @@ fn a_bad_rules_file_is_refused_at_start_up_one_line_per_bad_rule() {
         assert_eq!(code, Some(64), "{stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains("--rules-file"), "{stderr}");
+    }
+}
+
+/// Whether a lenient server could read `path` as another path: percent-decoding unreserved
+/// characters, `.`, `/` and `\`, reading `\` as `/`, then resolving `.`, `..` and `//`.
+fn read_as_another_path(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| path.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .filter(|b| b.is_ascii_alphanumeric() || b"-._~/\\".contains(b));
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            None => {
+                decoded.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    let decoded = String::from_utf8_lossy(&decoded).replace('\\', "/");
+    decoded != path
+        || decoded.contains("//")
+        || decoded
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// No path the sidecar accepts as plain can be read by a lenient proxy or app as another
+    /// path, so a public prefix never reaches a protected one.
+    #[test]
+    fn an_accepted_path_has_one_reading(tail in r"[/.%eEfF2c5a\\x]{0,14}") {
+        let path = format!("/{tail}");
+        if plain_path(&path).is_ok() {
+            prop_assert!(!read_as_another_path(&path), "{} was accepted", path);
+        }
     }
 }
