@@ -110,13 +110,54 @@ impl Proxy {
     }
 }
 
-/// A child process killed when dropped.
-struct Process(Child);
+/// A child process killed when dropped, and also when this test process dies: it runs under a
+/// `sh` wrapper whose stdin is a pipe held here; when the pipe closes (dropped, or the test
+/// killed) the wrapper SIGKILLs it (as `tests/support/cluster.rs` does for Redis nodes).
+struct Process {
+    child: Child,
+    pipe: Option<std::process::ChildStdin>,
+}
+
+const WRAPPER: &str = r#"exec 3<&0 </dev/null
+"$@" 3<&- &
+pid=$!
+{ trap '' INT HUP; read _ignored <&3; kill -9 "$pid" 2>/dev/null; } &
+exec 3<&-
+wait "$pid"
+"#;
+
+impl Process {
+    /// Spawns `command` (program, arguments, environment, directory) under the wrapper, with
+    /// `out` as its stdout and stderr.
+    fn spawn(command: &Command, out: Stdio, err: Stdio) -> std::io::Result<Process> {
+        let mut wrapper = Command::new("sh");
+        wrapper
+            .arg("-c")
+            .arg(WRAPPER)
+            .arg("proxy-test")
+            .arg(command.get_program())
+            .args(command.get_args())
+            .stdin(Stdio::piped())
+            .stdout(out)
+            .stderr(err);
+        for (key, value) in command.get_envs() {
+            if let Some(value) = value {
+                wrapper.env(key, value);
+            }
+        }
+        if let Some(dir) = command.get_current_dir() {
+            wrapper.current_dir(dir);
+        }
+        let mut child = wrapper.spawn()?;
+        let pipe = child.stdin.take();
+        Ok(Process { child, pipe })
+    }
+}
 
 impl Drop for Process {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        drop(self.pipe.take());
+        let _ = self.child.wait();
     }
 }
 
@@ -163,7 +204,8 @@ impl Stack {
         let (sidecar_port, upstream_port, proxy_port) = (free_port(), free_port(), free_port());
         std::fs::write(dir.path().join("secret"), SECRET).unwrap();
         std::fs::write(dir.path().join("admin"), format!("{ADMIN}\n")).unwrap();
-        let mut sidecar = Command::new(BIN)
+        let mut sidecar = Command::new(BIN);
+        sidecar
             .args(["serve", "--metrics-listen", "127.0.0.1:0", "--listen"])
             .arg(format!("127.0.0.1:{sidecar_port}"))
             .arg("--jwt-secret-file")
@@ -171,21 +213,17 @@ impl Stack {
             .arg("--admin-token-file")
             .arg(dir.path().join("admin"))
             .arg("--rules-file")
-            .arg(examples().join("rules.json"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map(Process)
-            .expect("sidecar starts");
-        wait_for_port(sidecar_port, "the sidecar", &mut sidecar.0).await;
-        let mut upstream = Command::new("python3")
+            .arg(examples().join("rules.json"));
+        let mut sidecar =
+            Process::spawn(&sidecar, Stdio::null(), Stdio::null()).expect("sidecar starts");
+        wait_for_port(sidecar_port, "the sidecar", &mut sidecar.child).await;
+        let mut upstream = Command::new("python3");
+        upstream
             .arg(examples().join("upstream.py"))
-            .arg(upstream_port.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .map(Process)
+            .arg(upstream_port.to_string());
+        let mut upstream = Process::spawn(&upstream, Stdio::null(), Stdio::null())
             .expect("python3 runs the demo upstream");
-        wait_for_port(upstream_port, "the demo upstream", &mut upstream.0).await;
+        wait_for_port(upstream_port, "the demo upstream", &mut upstream.child).await;
 
         let template = |file: &str| -> String {
             let text = std::fs::read_to_string(examples().join(file)).expect("example config");
@@ -244,14 +282,10 @@ impl Stack {
             }
         }
         let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
-        let mut child = command
-            .current_dir(dir.path())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .map(Process)
+        command.current_dir(dir.path());
+        let mut child = Process::spawn(&command, log.try_clone().unwrap().into(), log.into())
             .unwrap_or_else(|e| panic!("{} does not start: {e}", proxy.name()));
-        wait_for_port(proxy_port, proxy.name(), &mut child.0).await;
+        wait_for_port(proxy_port, proxy.name(), &mut child.child).await;
         let stack = Stack {
             proxy,
             dir,
