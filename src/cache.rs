@@ -614,6 +614,7 @@ mod tests {
         let decision = Decision::Grant(Arc::new(Grant {
             claims,
             session_header: None,
+            claim_headers: Box::default(),
         }));
         Arc::new(CachedDecision::new(decision, key, Instant::now(), 0))
     }

@@ -22,6 +22,7 @@ use crate::keys::{KeySet, PublicKeySpec};
 use crate::rules::Rules;
 use crate::store::StoreConfig;
 use crate::store::redis::{RedisConfig, RedisConfigError};
+use crate::verify::claim_headers::ClaimHeaders;
 use crate::verify::jwt::ClaimRules;
 
 /// Shortest HMAC secret accepted (RFC 7518 §3.2: at least the hash output, 32 bytes for HS256).
@@ -121,6 +122,16 @@ pub struct ServeArgs {
     /// `iss` is ISS; without it, tokens of --issuer.
     #[arg(long, env = "SIDECAR_JWKS_URL", value_delimiter = ',')]
     pub jwks_url: Vec<String>,
+
+    /// An OpenID Connect issuer, as its tokens' `iss` spells it; repeatable. Its discovery
+    /// document names its JWKS; its keys verify only tokens whose `iss` is that issuer.
+    #[arg(long, env = "SIDECAR_OIDC_ISSUER", value_delimiter = ',')]
+    pub oidc_issuer: Vec<String>,
+
+    /// CLAIM=HEADER, repeatable: on a forward-auth 200, the claim (a dotted path into the
+    /// payload) as that header; strings as they are, other JSON values as compact JSON.
+    #[arg(long, env = "SIDECAR_CLAIM_HEADER", value_delimiter = ',')]
+    pub claim_header: Vec<String>,
 
     /// Allowed algorithms, comma separated (default: those the keys allow). `none` is refused.
     #[arg(long, env = "SIDECAR_ALGORITHMS", value_delimiter = ',')]
@@ -285,8 +296,11 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
     pub store: StoreConfig,
     pub keys: KeySet,
-    /// Key sets from URLs (`--jwks-url`), fetched and refreshed once the sidecar runs.
+    /// Key sets from URLs (`--jwks-url`, `--oidc-issuer`), fetched and refreshed once the
+    /// sidecar runs.
     pub jwks: Vec<JwksSpec>,
+    /// Claims sent as headers of their own (`--claim-header`).
+    pub claim_headers: ClaimHeaders,
     pub claims: ClaimRules,
     pub cache_ttl: Duration,
     pub cache_max_entries: u64,
@@ -318,6 +332,14 @@ impl Config {
         let (secret, keys, jwks) = keys_from(args, dev_secret, &mut problems);
         let store = store_from(args, &mut problems);
         let admin_token = admin_token_from(args, &mut problems);
+        let claim_headers = ClaimHeaders::parse(&args.claim_header).unwrap_or_else(|errors| {
+            problems.extend(
+                errors
+                    .into_iter()
+                    .map(|e| ConfigError::new("--claim-header", e)),
+            );
+            ClaimHeaders::default()
+        });
         check_limits(args, &mut problems);
         let rules = rules_from(args, &mut problems);
 
@@ -330,6 +352,7 @@ impl Config {
                 store,
                 keys,
                 jwks,
+                claim_headers,
                 claims: ClaimRules {
                     issuer: args.issuer.clone(),
                     audience: args.audience.clone(),
@@ -394,27 +417,32 @@ fn keys_from(
                 .ok()
         })
         .collect();
-    let jwks: Vec<JwksSpec> = args
-        .jwks_url
-        .iter()
-        .filter_map(|spec| {
-            JwksSpec::parse(spec)
-                .map_err(|e| problems.push(ConfigError::new("--jwks-url", e)))
-                .ok()
-        })
-        .collect();
+    let mut jwks = Vec::with_capacity(args.jwks_url.len() + args.oidc_issuer.len());
+    for spec in &args.jwks_url {
+        match JwksSpec::parse(spec) {
+            Ok(spec) => jwks.push(spec),
+            Err(e) => problems.push(ConfigError::new("--jwks-url", e)),
+        }
+    }
+    for issuer in &args.oidc_issuer {
+        match JwksSpec::oidc_issuer(issuer) {
+            Ok(spec) => jwks.push(spec),
+            Err(e) => problems.push(ConfigError::new("--oidc-issuer", e)),
+        }
+    }
     let algorithms = parse_algorithms(&args.algorithms, problems);
 
     let any_key_flag = args.jwt_secret_file.is_some()
         || !args.jwt_public_key_file.is_empty()
-        || !args.jwks_url.is_empty();
+        || !args.jwks_url.is_empty()
+        || !args.oidc_issuer.is_empty();
     let keys = if !problems.is_empty() {
         // A key flag was given but could not be used: that problem is already reported.
         None
     } else if !any_key_flag && secret.is_none() {
         problems.push(ConfigError::new(
             "--jwt-secret-file",
-            "no key at all: give --jwt-secret-file, --jwt-public-key-file or --jwks-url (or --dev to try it out)",
+            "no key at all: give --jwt-secret-file, --jwt-public-key-file, --jwks-url or --oidc-issuer (or --dev to try it out)",
         ));
         None
     } else {

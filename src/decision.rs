@@ -10,7 +10,7 @@ use std::mem::size_of;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::header::HeaderValue;
+use hyper::header::{HeaderName, HeaderValue};
 
 use crate::error::Reason;
 use crate::verify::jwt::VerifiedClaims;
@@ -35,6 +35,9 @@ pub struct Grant {
     pub claims: VerifiedClaims,
     /// `X-Auth-Session`: base64url of the session data JSON, for session-bound tokens.
     pub session_header: Option<HeaderValue>,
+    /// The `--claim-header` headers of this token's claims (empty, without allocation, when
+    /// none is configured or its claims are not an issuer's word).
+    pub claim_headers: Box<[(HeaderName, HeaderValue)]>,
 }
 
 impl Grant {
@@ -93,6 +96,13 @@ impl Decision {
                         + grant.claims.jti.as_ref().map_or(0, |jti| jti.len())
                         + optional(&grant.claims.payload)
                         + optional(&grant.session_header)
+                        + grant
+                            .claim_headers
+                            .iter()
+                            .map(|(name, value)| {
+                                size_of::<HeaderName>() + name.as_str().len() + header(value)
+                            })
+                            .sum::<usize>()
                 }
             }
     }

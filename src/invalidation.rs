@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::cache::DecisionCache;
 use crate::metrics::Metrics;
-use crate::store::{FeedEvent, FeedEvents, Invalidation};
+use crate::store::{FeedEvent, FeedEvents, FeedLoss, Invalidation};
 
 fn kind_label(change: &Invalidation) -> &'static str {
     match change {
@@ -46,9 +46,9 @@ pub async fn follow(mut events: FeedEvents, cache: DecisionCache, metrics: Arc<M
                 metrics.invalidation_received(kind_label(&change));
                 cache.apply(&change).await;
             }
-            FeedEvent::Lost => {
+            FeedEvent::Lost(loss) => {
                 metrics.set_subscription_connected(false);
-                metrics.subscription_lost();
+                metrics.subscription_lost(loss == FeedLoss::FellBehind);
                 cache.distrust_all();
             }
         }
@@ -63,7 +63,7 @@ mod tests {
     use super::follow;
     use crate::cache::DecisionCache;
     use crate::metrics::Metrics;
-    use crate::store::{FeedEvent, Invalidation};
+    use crate::store::{FeedEvent, FeedLoss, Invalidation};
 
     fn sample(metrics: &Metrics, name: &str) -> String {
         String::from_utf8_lossy(&metrics.render(0, 0))
@@ -114,11 +114,22 @@ mod tests {
             "a change distrusts nothing"
         );
 
-        events.send(FeedEvent::Lost).await.unwrap();
+        events
+            .send(FeedEvent::Lost(FeedLoss::FellBehind))
+            .await
+            .unwrap();
         settle().await;
         assert_eq!(cache.trust_epoch(), after_subscribe + 1, "a loss distrusts");
         assert!(gauge(&metrics).ends_with(" 0"));
         assert!(losses(&metrics).ends_with(" 1"), "a loss is counted");
+        assert!(
+            sample(
+                &metrics,
+                "session_sidecar_invalidation_feed_overflows_total"
+            )
+            .ends_with(" 1"),
+            "falling behind is counted as such"
+        );
 
         events.send(FeedEvent::Subscribed).await.unwrap();
         settle().await;

@@ -229,34 +229,32 @@ impl Sidecar {
             config.session_keys.then(|| {
                 verify::session_keys::SessionKeyGate::new(config.session_key_lookups_per_second)
             }),
-        );
+        )
+        .with_claim_headers(config.claim_headers);
         if let Some(rules) = &config.rules {
             tracing::info!(rules = rules.len(), "route rules loaded (--rules-file)");
         }
-        let app = Arc::new(
-            App::new(AppParts {
-                verifier,
-                sessions: Sessions::new(store, cache, config.session_keys),
-                metrics,
-                signer,
-                token_cookie: config.token_cookie,
-                admin_access: match (&config.admin_token, config.dev) {
-                    (Some(credential), _) => {
-                        let credential = Arc::new(AdminCredential::new(&credential.0));
-                        if let Some(path) = config.admin_token_file.clone() {
-                            background
-                                .spawn(credentials::follow_file(Arc::clone(&credential), path));
-                        }
-                        AdminAccess::Credential(credential)
+        let app = App::new(AppParts {
+            verifier,
+            sessions: Sessions::new(store, cache, config.session_keys),
+            metrics,
+            signer,
+            token_cookie: config.token_cookie,
+            admin_access: match (&config.admin_token, config.dev) {
+                (Some(credential), _) => {
+                    let credential = Arc::new(AdminCredential::new(&credential.0));
+                    if let Some(path) = config.admin_token_file.clone() {
+                        background.spawn(credentials::follow_file(Arc::clone(&credential), path));
                     }
-                    (None, true) => AdminAccess::Open,
-                    (None, false) => AdminAccess::Disabled,
-                },
-                limits: config.limits,
-                session_ttl: config.session_ttl,
-            })
-            .with_rules(config.rules),
-        );
+                    AdminAccess::Credential(credential)
+                }
+                (None, true) => AdminAccess::Open,
+                (None, false) => AdminAccess::Disabled,
+            },
+            limits: config.limits,
+            session_ttl: config.session_ttl,
+        });
+        let app = Arc::new(app.with_rules(config.rules));
         let api = bind_tcp(config.listen).await?;
         let admin = bind_tcp(config.metrics_listen).await?;
         let unix = match config.listen_unix {

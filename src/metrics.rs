@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::error::Reason;
@@ -55,6 +55,12 @@ pub struct Metrics {
     key_refreshes_suppressed: IntCounterVec,
     jwks_keys_skipped: IntCounterVec,
     key_set_age: GaugeVec,
+    key_set_keys: IntGaugeVec,
+    claim_headers_dropped: IntCounter,
+    feed_overflows: IntCounter,
+    topology_changes: IntCounter,
+    breaker_transitions: IntCounterVec,
+    breaker_skips: IntCounter,
 }
 
 fn registered<T: prometheus::core::Collector + Clone + 'static>(
@@ -261,6 +267,60 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            key_set_keys: registered(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "session_sidecar_key_set_keys",
+                        "Usable keys in each key set from a URL, as last loaded (absent until its first load).",
+                    ),
+                    &["issuer", "url"],
+                )
+                .expect("valid metric"),
+            ),
+            breaker_transitions: registered(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "session_sidecar_redis_breaker_transitions_total",
+                        "A primary's lookup breaker opening (it failed lookups in a row: they go to its replica) or closing (a probe was answered).",
+                    ),
+                    &["to"],
+                )
+                .expect("valid metric"),
+            ),
+            breaker_skips: registered(
+                r,
+                IntCounter::new(
+                    "session_sidecar_redis_breaker_skips_total",
+                    "Lookups sent straight to the replica because the primary's breaker was open.",
+                )
+                .expect("valid metric"),
+            ),
+            topology_changes: registered(
+                r,
+                IntCounter::new(
+                    "session_sidecar_redis_topology_changes_total",
+                    "Times the periodic CLUSTER SLOTS check found another slot map and the cluster connection was made again.",
+                )
+                .expect("valid metric"),
+            ),
+            feed_overflows: registered(
+                r,
+                IntCounter::new(
+                    "session_sidecar_invalidation_feed_overflows_total",
+                    "Subscriptions let go because the cache fell too far behind the feed (each is also a loss: every cached session decision is re-checked).",
+                )
+                .expect("valid metric"),
+            ),
+            claim_headers_dropped: registered(
+                r,
+                IntCounter::new(
+                    "session_sidecar_claim_headers_dropped_total",
+                    "Claim values of --claim-header that could not be a header value (a control character, whitespace at an end) and were not sent.",
+                )
+                .expect("valid metric"),
+            ),
             registry,
         }
     }
@@ -326,8 +386,13 @@ impl Metrics {
     }
 
     /// Counts a lost invalidation subscription.
-    pub fn subscription_lost(&self) {
+    /// Counts a lost subscription; `fell_behind`: the feed let go of it because its listener
+    /// could not keep up.
+    pub fn subscription_lost(&self, fell_behind: bool) {
         self.subscription_losses.inc();
+        if fell_behind {
+            self.feed_overflows.inc();
+        }
     }
 
     /// Counts a fetch of a key set (`issuer`: a configured issuer, or `*`; `outcome`: `ok`,
@@ -352,11 +417,34 @@ impl Metrics {
             .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
     }
 
-    /// Sets the age of a key set (at each scrape).
-    pub fn set_key_set_age(&self, issuer: &str, url: &str, age: Duration) {
+    /// Sets the age and the number of usable keys of a key set (at each scrape).
+    pub fn set_key_set(&self, issuer: &str, url: &str, age: Duration, keys: usize) {
         self.key_set_age
             .with_label_values(&[issuer, url])
             .set(age.as_secs_f64());
+        self.key_set_keys
+            .with_label_values(&[issuer, url])
+            .set(i64::try_from(keys).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a breaker opening or closing (`to`: `open`, `closed`).
+    pub fn breaker_transition(&self, to: &str) {
+        self.breaker_transitions.with_label_values(&[to]).inc();
+    }
+
+    /// Counts a lookup that skipped an open breaker's node.
+    pub fn breaker_skip(&self) {
+        self.breaker_skips.inc();
+    }
+
+    /// Counts a change of the Redis Cluster's slot map that made the connection be made again.
+    pub fn topology_change(&self) {
+        self.topology_changes.inc();
+    }
+
+    /// Counts claim values dropped because they cannot be a header value.
+    pub fn claim_headers_dropped(&self, count: u64) {
+        self.claim_headers_dropped.inc_by(count);
     }
 
     /// Renders the registry in the Prometheus text format, after setting the cache gauges.

@@ -33,11 +33,20 @@ enum Answer {
     Jwks(Value),
     Status(u16),
     Garbage,
+    /// The JWKS, after this delay.
+    Slow(Duration, Value),
+    /// A body larger than any JWKS the sidecar accepts (256 KiB).
+    Oversized,
 }
+
+/// The path of the discovery document the server answers when it plays an OpenID issuer.
+const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 
 struct JwksServer {
     addr: SocketAddr,
     answer: Arc<Mutex<Answer>>,
+    /// The `issuer` its discovery document names (`None`: no discovery document, 404).
+    discovery_issuer: Arc<Mutex<Option<String>>>,
     requests: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -51,29 +60,59 @@ impl JwksServer {
         let listener = TcpListener::bind(addr).await.expect("bind JWKS server");
         let addr = listener.local_addr().unwrap();
         let answer = Arc::new(Mutex::new(Answer::Jwks(jwks)));
+        let discovery_issuer = Arc::new(Mutex::new(None::<String>));
         let requests = Arc::new(AtomicUsize::new(0));
-        let (a, r) = (Arc::clone(&answer), Arc::clone(&requests));
+        let (a, d, r) = (
+            Arc::clone(&answer),
+            Arc::clone(&discovery_issuer),
+            Arc::clone(&requests),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (answer, requests) = (Arc::clone(&a), Arc::clone(&r));
+                let (answer, discovery, requests) =
+                    (Arc::clone(&a), Arc::clone(&d), Arc::clone(&r));
                 tokio::spawn(async move {
-                    let service = service_fn(move |_request| {
-                        requests.fetch_add(1, Ordering::SeqCst);
-                        let answer = answer.lock().clone();
-                        async move {
-                            let (status, body) = match answer {
-                                Answer::Jwks(jwks) => (200, jwks.to_string()),
-                                Answer::Status(status) => (status, String::new()),
-                                Answer::Garbage => (200, "{\"keys\": [oops".to_owned()),
+                    let service =
+                        service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                            requests.fetch_add(1, Ordering::SeqCst);
+                            let answer = if request.uri().path() == DISCOVERY_PATH {
+                                match discovery.lock().clone() {
+                                    Some(issuer) => Answer::Jwks(json!({
+                                        "issuer": issuer,
+                                        "jwks_uri": format!("http://{addr}/jwks"),
+                                    })),
+                                    None => Answer::Status(404),
+                                }
+                            } else {
+                                answer.lock().clone()
                             };
-                            let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
-                            *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                            Ok::<_, std::convert::Infallible>(response)
-                        }
-                    });
+                            async move {
+                                let (status, body) = match answer {
+                                    Answer::Jwks(jwks) => (200, jwks.to_string()),
+                                    Answer::Status(status) => (status, String::new()),
+                                    Answer::Garbage => (200, "{\"keys\": [oops".to_owned()),
+                                    Answer::Slow(delay, jwks) => {
+                                        tokio::time::sleep(delay).await;
+                                        (200, jwks.to_string())
+                                    }
+                                    Answer::Oversized => (
+                                        200,
+                                        format!(
+                                            "{{\"keys\": [], \"pad\": \"{}\"}}",
+                                            "x".repeat(300 * 1024)
+                                        ),
+                                    ),
+                                };
+                                let mut response =
+                                    hyper::Response::new(Full::new(Bytes::from(body)));
+                                *response.status_mut() =
+                                    hyper::StatusCode::from_u16(status).unwrap();
+                                Ok::<_, std::convert::Infallible>(response)
+                            }
+                        });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -83,6 +122,7 @@ impl JwksServer {
         JwksServer {
             addr,
             answer,
+            discovery_issuer,
             requests,
             task,
         }
@@ -90,6 +130,16 @@ impl JwksServer {
 
     fn url(&self) -> String {
         format!("http://{}/jwks", self.addr)
+    }
+
+    /// Plays an OpenID issuer: its discovery document names `issuer` and this server's JWKS.
+    fn discovery(&self, issuer: &str) {
+        *self.discovery_issuer.lock() = Some(issuer.to_owned());
+    }
+
+    /// The issuer URL this server stands for (`http://127.0.0.1:PORT`).
+    fn issuer(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     fn answer(&self, answer: Answer) {
@@ -469,14 +519,15 @@ async fn a_key_set_bound_to_an_issuer_verifies_only_that_issuers_tokens() {
 fn config_with_jwks_url(
     value: &str,
 ) -> Result<session_sidecar::config::Config, Vec<session_sidecar::error::ConfigError>> {
+    config_with(&["--jwks-url", value])
+}
+
+fn config_with(
+    flags: &[&str],
+) -> Result<session_sidecar::config::Config, Vec<session_sidecar::error::ConfigError>> {
     use clap::Parser;
-    let cli = session_sidecar::config::Cli::try_parse_from([
-        "session-sidecar",
-        "serve",
-        "--jwks-url",
-        value,
-    ])
-    .unwrap();
+    let argv = ["session-sidecar", "serve"].iter().chain(flags);
+    let cli = session_sidecar::config::Cli::try_parse_from(argv).unwrap();
     let session_sidecar::config::Command::Serve(args) = cli.command else {
         panic!("not serve")
     };
@@ -504,4 +555,243 @@ fn a_jwks_url_is_the_only_key_needed_and_a_bad_one_is_refused() {
             "{bad}: {problems:?}"
         );
     }
+}
+
+#[test]
+fn an_oidc_issuer_is_the_only_key_needed_and_bad_issuers_and_claim_headers_are_refused() {
+    let config = config_with(&["--oidc-issuer", "https://tenant.example.auth0.com/"]).unwrap();
+    assert_eq!(
+        config.jwks[0].url,
+        "https://tenant.example.auth0.com/.well-known/openid-configuration"
+    );
+    assert_eq!(
+        config.jwks[0].issuer.as_deref(),
+        Some("https://tenant.example.auth0.com/")
+    );
+    for bad in ["ftp://idp.example", "https://idp.example/?tenant=a", "idp"] {
+        let problems = config_with(&["--oidc-issuer", bad]).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.flag == "--oidc-issuer"),
+            "{bad}: {problems:?}"
+        );
+    }
+    // Every bad mapping is reported, each under its flag.
+    let problems = config_with(&[
+        "--oidc-issuer",
+        "https://idp.example",
+        "--claim-header",
+        "roles=X Roles",
+        "--claim-header",
+        "sub=X-Auth-Subject",
+        "--claim-header",
+        "a..b=X-A",
+    ])
+    .unwrap_err();
+    assert_eq!(
+        problems
+            .iter()
+            .filter(|p| p.flag == "--claim-header")
+            .count(),
+        3,
+        "{problems:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_oidc_issuer_is_found_by_discovery_and_only_its_keys_verify_its_tokens() {
+    let server = JwksServer::start(jwks(&[jwk(Algorithm::RS256, "rsa.key", "rsa-1")])).await;
+    let issuer = server.issuer();
+    server.discovery(&issuer);
+    let sidecar = TestSidecar::start(&["--oidc-issuer", &issuer]).await;
+    wait_ready(&sidecar).await;
+
+    let provider = token(
+        Algorithm::RS256,
+        "rsa.key",
+        "rsa-1",
+        &with_iss(fresh_claims("alice"), &issuer),
+    );
+    let response = sidecar.verify(&provider).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-auth-subject"], "alice");
+
+    // The sidecar's own secret (another issuer's key) cannot speak for the OIDC issuer.
+    let forged = support::hs256(&with_iss(fresh_claims("mallory"), &issuer));
+    let (status, reason) = sidecar.verify_status(&forged).await;
+    assert_eq!((status, reason.as_deref()), (401, Some("unknown_key")));
+    // Nor do the issuer's keys verify a token that names no issuer or another one.
+    let unbound = token(Algorithm::RS256, "rsa.key", "rsa-1", &fresh_claims("bob"));
+    assert_eq!(sidecar.verify_status(&unbound).await.0, 401);
+    let other = token(
+        Algorithm::RS256,
+        "rsa.key",
+        "rsa-1",
+        &with_iss(fresh_claims("bob"), "https://other.example"),
+    );
+    assert_eq!(sidecar.verify_status(&other).await.0, 401);
+
+    let metrics = sidecar.metrics().await;
+    let keys_sample = format!(
+        "session_sidecar_key_set_keys{{issuer=\"{issuer}\",url=\"{issuer}{DISCOVERY_PATH}\"}}"
+    );
+    assert_eq!(
+        support::metric_value(&metrics, &keys_sample),
+        1.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_discovery_document_naming_another_issuer_is_refused() {
+    let server = JwksServer::start(jwks(&[jwk(Algorithm::RS256, "rsa.key", "rsa-1")])).await;
+    let issuer = server.issuer();
+    // An issuer whose document says it is someone else (a mix-up, OpenID Discovery §4.3).
+    server.discovery("https://someone-else.example");
+    let sidecar = TestSidecar::start(&["--oidc-issuer", &issuer]).await;
+    let provider = token(
+        Algorithm::RS256,
+        "rsa.key",
+        "rsa-1",
+        &with_iss(fresh_claims("alice"), &issuer),
+    );
+    let started = Instant::now();
+    while sidecar
+        .metric(&format!(
+            "session_sidecar_key_refreshes_total{{issuer=\"{issuer}\",outcome=\"error\"}}"
+        ))
+        .await
+        < 1.0
+    {
+        assert!(started.elapsed() < HANG, "no failed discovery counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(readyz(&sidecar).await, 503);
+    let (status, reason) = sidecar.verify_status(&provider).await;
+    assert_eq!((status, reason.as_deref()), (503, Some("keys_unavailable")));
+
+    // Once the document names the issuer, its keys load without a restart.
+    server.discovery(&issuer);
+    wait_ready(&sidecar).await;
+    assert_eq!(sidecar.verify_status(&provider).await.0, 200);
+}
+
+#[tokio::test]
+async fn oversized_and_slow_jwks_answers_are_failed_fetches() {
+    let server = JwksServer::start(jwks(&[])).await;
+    server.answer(Answer::Oversized);
+    let sidecar = TestSidecar::start(&["--jwks-url", &server.url()]).await;
+    let errors = r#"session_sidecar_key_refreshes_total{issuer="*",outcome="error"}"#;
+    let started = Instant::now();
+    while sidecar.metric(errors).await < 1.0 {
+        assert!(
+            started.elapsed() < HANG,
+            "an oversized JWKS was not a failed fetch"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(readyz(&sidecar).await, 503);
+
+    // Slower than the fetch bound (3 s): failed too, and the sidecar stays unready.
+    let failed = sidecar.metric(errors).await;
+    server.answer(Answer::Slow(
+        Duration::from_secs(10),
+        jwks(&[jwk(Algorithm::RS256, "rsa.key", "rsa-1")]),
+    ));
+    let started = Instant::now();
+    while sidecar.metric(errors).await < failed + 1.0 {
+        assert!(
+            started.elapsed() < HANG,
+            "a slow JWKS was not a failed fetch"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(readyz(&sidecar).await, 503);
+
+    server.answer(Answer::Jwks(jwks(&[jwk(
+        Algorithm::RS256,
+        "rsa.key",
+        "rsa-1",
+    )])));
+    wait_ready(&sidecar).await;
+    let rsa = token(Algorithm::RS256, "rsa.key", "rsa-1", &fresh_claims("alice"));
+    assert_eq!(sidecar.verify_status(&rsa).await.0, 200);
+}
+
+#[tokio::test]
+async fn claims_become_headers_nested_arrays_as_json_and_crlf_dropped() {
+    let server = JwksServer::start(jwks(&[jwk(Algorithm::RS256, "rsa.key", "rsa-1")])).await;
+    let sidecar = TestSidecar::start(&[
+        "--jwks-url",
+        &server.url(),
+        "--claim-header",
+        "realm_access.roles=X-Roles",
+        "--claim-header",
+        "email=X-Email",
+        "--claim-header",
+        "org.id=X-Org",
+        "--claim-header",
+        "note=X-Note",
+        "--claim-header",
+        "absent=X-Absent",
+    ])
+    .await;
+    wait_ready(&sidecar).await;
+    let mut payload = fresh_claims("alice");
+    payload["realm_access"] = json!({"roles": ["admin", "viewer"]});
+    payload["email"] = json!("alice@example.com");
+    payload["org"] = json!({"id": 42});
+    payload["note"] = json!("hi\r\nX-Auth-Subject: root");
+    let signed = token(Algorithm::RS256, "rsa.key", "rsa-1", &payload);
+    // Twice: the headers are rendered when the decision is made and served from the cache.
+    for _ in 0..2 {
+        let response = sidecar.verify(&signed).await;
+        assert_eq!(response.status(), 200);
+        let headers = response.headers();
+        assert_eq!(headers["x-roles"], r#"["admin","viewer"]"#);
+        assert_eq!(headers["x-email"], "alice@example.com");
+        assert_eq!(headers["x-org"], "42");
+        assert!(headers.get("x-note").is_none());
+        assert!(headers.get("x-absent").is_none());
+        assert_eq!(headers.get_all("x-auth-subject").iter().count(), 1);
+        assert_eq!(headers["x-auth-subject"], "alice");
+    }
+    assert_eq!(
+        sidecar
+            .metric("session_sidecar_claim_headers_dropped_total")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_kid_a_refresh_did_not_find_is_not_fetched_for_again_at_once() {
+    let server = JwksServer::start(jwks(&[jwk(Algorithm::RS256, "rsa.key", "rsa-1")])).await;
+    let sidecar = TestSidecar::start(&["--jwks-url", &server.url()]).await;
+    wait_ready(&sidecar).await;
+    let ghost = |kid: &str| token(Algorithm::RS256, "rsa.key", kid, &fresh_claims("g"));
+
+    tokio::time::sleep(PAST_FETCH_INTERVAL).await;
+    let fetches = server.requests();
+    let (status, reason) = sidecar.verify_status(&ghost("ghost")).await;
+    assert_eq!((status, reason.as_deref()), (401, Some("unknown_key")));
+    assert_eq!(
+        server.requests(),
+        fetches + 1,
+        "an unknown kid asked for no refresh"
+    );
+
+    // Past the once-a-second limit, the same kid in another token: answered from memory.
+    tokio::time::sleep(PAST_FETCH_INTERVAL).await;
+    let (status, reason) = sidecar.verify_status(&ghost("ghost")).await;
+    assert_eq!((status, reason.as_deref()), (401, Some("unknown_key")));
+    assert_eq!(
+        server.requests(),
+        fetches + 1,
+        "a kid just not found was fetched again"
+    );
+
+    // Another kid still asks.
+    let (status, _) = sidecar.verify_status(&ghost("ghost-2")).await;
+    assert_eq!(status, 401);
+    assert_eq!(server.requests(), fetches + 2);
 }

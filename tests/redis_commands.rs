@@ -334,3 +334,55 @@ async fn made_up_session_kids_cost_a_bounded_number_of_lookups() {
     // The budget is spent, yet the live session's token (seen before) is answered.
     assert_eq!(sidecar.verify(&genuine).await.status(), 200);
 }
+
+/// A replica that joins after the sidecar connected is read from: the sidecar checks the slot
+/// map every 5 s and learns it again when it changed (redis-rs alone learns it only on a
+/// redirect or a connection error, so it would never use the new replica).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_that_joins_later_is_read_from() {
+    // A cluster of its own: a seventh node would change the shared one for the other tests.
+    let own = RedisCluster::start();
+    let cluster = &own;
+    wait_for_replicas_in_topology(cluster);
+    let prefix = unique_prefix("joined");
+    let writer = TestSidecar::start_on_cluster(cluster, &prefix, &[]).await;
+    let reader = TestSidecar::start_on_cluster(
+        cluster,
+        &prefix,
+        &["--redis-read-from-replicas", "--cache-ttl", "0"],
+    )
+    .await;
+    let master = cluster.master_ports()[0];
+    let joined = cluster.add_replica(master);
+
+    let changes = "session_sidecar_redis_topology_changes_total";
+    let started = std::time::Instant::now();
+    while reader.metric(changes).await < 1.0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the sidecar never saw the new replica"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // Sessions on that master's slots; read 40 times through two replicas chosen at random.
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while tokens.len() < 10 {
+        let (sid, token) = writer.create_session(&format!("j{i}"), json!({})).await;
+        i += 1;
+        let key = format!("{prefix}:{{{sid}}}:s");
+        if cluster.master_for_slot(RedisCluster::key_slot(&key)) == master {
+            tokens.push(token);
+        }
+    }
+    cluster.wait_for_replication(std::time::Duration::from_secs(10));
+    let before = calls_on(cluster, joined.port(), "hmget");
+    for _ in 0..4 {
+        for token in &tokens {
+            assert_eq!(reader.verify(token).await.status(), 200);
+        }
+    }
+    let on_joined = calls_on(cluster, joined.port(), "hmget") - before;
+    assert!(on_joined > 0, "no lookup reached the replica that joined");
+}

@@ -538,3 +538,117 @@ async fn a_rotated_redis_password_is_used_without_a_restart() {
     let (_, fresh) = a.create_session("rota", json!({})).await;
     assert_eq!(a.verify(&fresh).await.status(), 200);
 }
+
+/// A flood of invalidations (200,000 as fast as one pipelined client can publish them) is
+/// either heard in full or, if the sidecar falls too far behind, counted as a lost feed (and
+/// every cached session decision re-checked): never dropped in silence. Afterwards the feed
+/// still carries a deletion from another sidecar.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalidation_flood_is_heard_in_full_or_counted_as_a_loss() {
+    const FLOOD: usize = 200_000;
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix("flood");
+    let a = TestSidecar::start_on_cluster(cluster, &prefix, &[]).await;
+    let b = TestSidecar::start_on_cluster(cluster, &prefix, &[]).await;
+    a.wait_for_subscription(true, Duration::from_secs(10)).await;
+    b.wait_for_subscription(true, Duration::from_secs(10)).await;
+
+    let client = redis::Client::open(cluster.seed_urls()[0].as_str()).unwrap();
+    let mut publisher = client.get_multiplexed_async_connection().await.unwrap();
+    let channel = format!("{prefix}:invalidations");
+    for batch in 0..FLOOD / 1000 {
+        let mut pipe = redis::pipe();
+        for i in 0..1000 {
+            pipe.cmd("PUBLISH")
+                .arg(&channel)
+                .arg(format!("d flood-{batch}-{i}"))
+                .ignore();
+        }
+        let () = pipe.query_async(&mut publisher).await.unwrap();
+    }
+
+    let received = r#"session_sidecar_invalidations_received_total{kind="session_deleted"}"#;
+    let overflows = "session_sidecar_invalidation_feed_overflows_total";
+    let started = std::time::Instant::now();
+    let (heard, fell_behind) = loop {
+        let metrics = b.metrics().await;
+        let (heard, fell_behind) = (
+            metric_value(&metrics, received),
+            metric_value(&metrics, overflows),
+        );
+        if heard >= FLOOD as f64 || fell_behind >= 1.0 {
+            break (heard, fell_behind);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{heard} of {FLOOD} invalidations heard and no loss counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("flood: {heard} of {FLOOD} heard, {fell_behind} overflows");
+    if fell_behind >= 1.0 {
+        assert!(
+            b.metric("session_sidecar_invalidation_subscription_losses_total")
+                .await
+                >= 1.0
+        );
+    }
+
+    // The feed works after the flood.
+    b.wait_for_subscription(true, Duration::from_secs(10)).await;
+    let (sid, token) = a.create_session("after-flood", json!({})).await;
+    assert_eq!(b.verify(&token).await.status(), 200);
+    assert_eq!(a.delete_session(&sid).await, 204);
+    b.wait_for_status(&token, 401, PROPAGATION_BOUND).await;
+}
+
+/// A master added to the cluster and a slot resharded to it while verifications run: the
+/// client follows ASK and MOVED to a node it did not know, and no verification fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_added_and_resharded_to_under_load_fails_no_verification() {
+    let own = RedisCluster::start();
+    let cluster = &own;
+    let prefix = unique_prefix("grow");
+    let sidecar = TestSidecar::start_on_cluster(cluster, &prefix, &["--cache-ttl", "0"]).await;
+    let (sid, token) = sidecar.create_session("newnode", json!({})).await;
+    let key = format!("{prefix}:{{{sid}}}:s");
+    let slot = RedisCluster::key_slot(&key);
+    let added = cluster.add_master();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let http = sidecar.http.clone();
+        let url = sidecar.url("/verify");
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let response = http.get(&url).bearer_auth(&token).send().await;
+                match response.map(|r| r.status().as_u16()) {
+                    Ok(200) => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.begin_slot_migration(slot, added.port());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.migrate_keys_in_slot(slot, added.port(), 1000);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.finish_slot_migration(slot, added.port());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} failed verifications: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 20, "the load really ran: {ok}");
+    assert_eq!(cluster.master_for_slot(slot), added.port());
+    let exists = cluster.redis_cli(added.port(), &["EXISTS", &key]);
+    assert_eq!(exists.trim(), "1", "the session moved to the new node");
+}

@@ -46,6 +46,9 @@ const TOMBSTONE_LIFETIME: Duration = session_sidecar::cache::TOMBSTONE_LIFETIME;
 const MARGIN: Duration = Duration::from_secs(1);
 /// Lifetime of every token of the matrix: far longer than the test, so no `401 expired`.
 const TOKEN_LIFETIME_SECS: u64 = 600;
+/// The issuer of [`TokenKind::Provider`] tokens, and their key's `kid`.
+const PROVIDER_ISSUER: &str = "https://idp.matrix.test/realms/a";
+const PROVIDER_KID: &str = "idp-rsa-1";
 
 /// Declares an enum together with `ALL`, the list of its variants, from one list of names:
 /// a variant cannot be added without being in `ALL`, hence in the matrix.
@@ -80,6 +83,9 @@ listed! {
         StatelessEs256,
         /// Stateless, HS256, without `jti`: nothing names it, so nothing can revoke it alone.
         StatelessNoJti,
+        /// From an identity provider: RS256, its key from a JWKS URL bound to the provider's
+        /// issuer (`--jwks-url ISS=URL`), with `iss` and `jti` (SPEC §4 names it).
+        Provider,
     }
 }
 
@@ -132,12 +138,14 @@ fn expectation(kind: TokenKind, revocation: Revocation) -> Expectation {
                 Applicable
             }
         },
-        TokenKind::StatelessHs256 | TokenKind::StatelessEs256 => match revocation {
-            // No session, no subject index: nothing to delete.
-            DeleteSession | LogoutEverywhere => NotApplicable,
-            // The made-up `sid` names no session; the deny entry does not depend on it.
-            RevokeByToken | RevokeByJti | RevokeByJtiAndSid => Applicable,
-        },
+        TokenKind::StatelessHs256 | TokenKind::StatelessEs256 | TokenKind::Provider => {
+            match revocation {
+                // No session, no subject index: nothing to delete.
+                DeleteSession | LogoutEverywhere => NotApplicable,
+                // The made-up `sid` names no session; the deny entry does not depend on it.
+                RevokeByToken | RevokeByJti | RevokeByJtiAndSid => Applicable,
+            }
+        }
         TokenKind::StatelessNoJti => match revocation {
             DeleteSession | LogoutEverywhere => NotApplicable,
             // SPEC §3.3: a token without `jti` → 422.
@@ -204,6 +212,21 @@ async fn mint(a: &TestSidecar, kind: TokenKind, sub: &str) -> Minted {
             jti: None,
             exp,
         },
+        TokenKind::Provider => {
+            let mut claims = stateless(Some(&jti));
+            claims["iss"] = json!(PROVIDER_ISSUER);
+            Minted {
+                token: sign(
+                    Algorithm::RS256,
+                    &private_key(Algorithm::RS256, "rsa.key"),
+                    Some(PROVIDER_KID),
+                    &claims,
+                ),
+                sid: None,
+                jti: Some(jti),
+                exp,
+            }
+        }
     }
 }
 
@@ -495,14 +518,23 @@ async fn every_token_kind_stays_revoked_by_every_revocation_at_every_sidecar() {
     let prefix = unique_prefix("matrix");
     let public_key = fixture("ec256.pub").display().to_string();
     let cache_ttl = CACHE_TTL_SECS.to_string();
+    let provider = StaticJwksServer::start(&[(Algorithm::RS256, "rsa.key", PROVIDER_KID)]).await;
+    let provider_keys = format!("{PROVIDER_ISSUER}={}", provider.url());
     let flags = [
         "--session-keys",
         "--cache-ttl",
         &cache_ttl,
         "--jwt-public-key-file",
         &public_key,
+        "--jwks-url",
+        &provider_keys,
     ];
-    let start = || TestSidecar::start_on_cluster(cluster, &prefix, &flags);
+    // Ready: the store answers and the provider's key set is loaded (else its tokens are 503).
+    let start = || async {
+        let sidecar = TestSidecar::start_on_cluster(cluster, &prefix, &flags).await;
+        sidecar.wait_ready(Duration::from_secs(20)).await;
+        sidecar
+    };
     let a = start().await;
     let b = start().await;
     a.wait_for_subscription(true, Duration::from_secs(10)).await;

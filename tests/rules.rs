@@ -538,6 +538,34 @@ async fn every_200_tells_envoy_to_remove_the_auth_headers_it_did_not_set() {
     assert_eq!(rejected.status(), 401);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn claim_headers_a_grant_did_not_set_are_named_for_removal_too() {
+    let rules = example_rules();
+    let sidecar = TestSidecar::start(&[
+        "--rules-file",
+        &rules,
+        "--claim-header",
+        "tenant=X-Tenant",
+        "--claim-header",
+        "realm_access.roles=X-Roles",
+    ])
+    .await;
+    let with = sidecar.verify(&token_with(json!({"tenant": "acme"}))).await;
+    assert_eq!(with.status(), 200);
+    assert_eq!(with.headers()["x-tenant"], "acme");
+    assert_eq!(
+        with.headers()["x-envoy-auth-headers-to-remove"],
+        "x-auth-session-id, x-auth-session, x-roles",
+        "a client's own X-Roles must not reach the app beside this grant"
+    );
+    let public = ask(&sidecar, Source::Suffix, "GET", "/public/x", None).await;
+    assert_eq!(public.status(), 200);
+    assert_eq!(
+        public.headers()["x-envoy-auth-headers-to-remove"],
+        "x-auth-subject, x-auth-session-id, x-auth-claims, x-auth-session, x-tenant, x-roles"
+    );
+}
+
 /// Runs `serve` with a rules file and returns (exit code, stderr).
 fn serve_with_rules(text: &str) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();

@@ -260,14 +260,26 @@ async fn without_an_admin_credential_the_session_api_is_off() {
     assert_eq!(sidecar.verify(&hs256(&claims("j"))).await.status(), 200);
 }
 
+async fn response_of(sidecar: &TestSidecar, token: &str) -> reqwest::Response {
+    let response = sidecar.verify(token).await;
+    assert_eq!(response.status(), 200);
+    response
+}
+
 /// SPEC §3.3: whoever holds a session's own secret can sign any claims, so a per-session-key
 /// token's payload is not an issuer's word: its subject is the session's, a payload `sub`
 /// that differs is `malformed`, and its payload is never sent as `X-Auth-Claims`.
 #[tokio::test(flavor = "multi_thread")]
 async fn per_session_key_tokens_speak_for_their_session_only() {
-    let sidecar = TestSidecar::start(&["--session-keys"]).await;
+    let sidecar = TestSidecar::start(&["--session-keys", "--claim-header", "role=X-Role"]).await;
     let (sid, secret) = sidecar.create_keyed_session("ivan").await;
-    let token = session_keyed_token(&sid, &secret, "ivan", None);
+    let mut self_signed = json!({"sub": "ivan", "role": "admin", "exp": support::now() + 60});
+    let token = support::sign(
+        jsonwebtoken::Algorithm::HS256,
+        &jsonwebtoken::EncodingKey::from_secret(&secret),
+        Some(&sid),
+        &self_signed,
+    );
     let response = sidecar.verify(&token).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-auth-subject"], "ivan");
@@ -275,6 +287,14 @@ async fn per_session_key_tokens_speak_for_their_session_only() {
         response.headers().get("x-auth-claims").is_none(),
         "a self-signed payload was passed on as claims"
     );
+    assert!(
+        response.headers().get("x-role").is_none(),
+        "a self-signed claim was mapped by --claim-header"
+    );
+    // The same mapping holds for the issuer's tokens.
+    self_signed["role"] = json!("reader");
+    let issued = response_of(&sidecar, &hs256(&self_signed)).await;
+    assert_eq!(issued.headers()["x-role"], "reader");
     let introspected: Value = sidecar
         .http
         .post(sidecar.url("/v1/verify"))

@@ -17,6 +17,7 @@ Prints one line per failed assertion and a count; exits 1 when any failed.
 """
 
 import base64
+import json
 import re
 import sys
 
@@ -300,6 +301,11 @@ def profile_checks(objs, profile):
         check(env.get("SIDECAR_JWT_SECRET_FILE") == SECRETS_DIR + "/jwt/secret", "default: no JWT secret file")
         check(any(o["kind"] == "ConfigMap" for o in objs), "default: no nginx ConfigMap")
         check("ServiceMonitor" not in kinds, "default: a ServiceMonitor without serviceMonitor.enabled")
+        check("PrometheusRule" not in kinds, "default: a PrometheusRule without prometheusRule.enabled")
+        check(not any(o["kind"] == "ConfigMap" and "grafana_dashboard" in o["metadata"].get("labels", {}) for o in objs),
+              "default: a dashboard ConfigMap without grafanaDashboard.enabled")
+        for k in ("SIDECAR_JWKS_URL", "SIDECAR_OIDC_ISSUER", "SIDECAR_CLAIM_HEADER"):
+            check(k not in env, f"default: {k} set without identity providers or claim headers")
     elif profile == "full":
         check(not is_init and "restartPolicy" not in c, "full: sidecar.native=false still renders a native sidecar")
         check(c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds") == 5, "full: no preStop sleep of 5 s")
@@ -320,6 +326,11 @@ def profile_checks(objs, profile):
             "SIDECAR_LEEWAY": "10",
             "SIDECAR_CACHE_TTL": "30",
             "SIDECAR_CACHE_MAX_ENTRIES": "500000",
+            "SIDECAR_CACHE_MAX_BYTES": "268435456",
+            "SIDECAR_JWKS_URL": "https://id.example.com/protocol/openid-connect/certs,"
+                                "https://partner.example.org/=https://partner.example.org/.well-known/jwks.json",
+            "SIDECAR_OIDC_ISSUER": "https://accounts.example.net",
+            "SIDECAR_CLAIM_HEADER": "realm_access.roles=X-Auth-Roles,email=X-Auth-Email",
             "SIDECAR_TOKEN_COOKIE": "__Host-session",
             "SIDECAR_ADMIN_TOKEN_FILE": SECRETS_DIR + "/admin/token",
             "SIDECAR_SESSION_KEYS": "true",
@@ -333,6 +344,24 @@ def profile_checks(objs, profile):
               "full: an exposed API must be a declared port")
         check("ServiceMonitor" in kinds and "PodDisruptionBudget" in kinds, "full: no ServiceMonitor or PodDisruptionBudget")
         check(not any(o["kind"] == "Secret" for o in objs), "full: a Secret generated despite existing ones")
+        rule = next((o for o in objs if o["kind"] == "PrometheusRule"), None)
+        check(rule is not None and rule["metadata"]["namespace"] == "monitoring"
+              and rule["metadata"]["labels"].get("release") == "kube-prometheus-stack",
+              "full: no PrometheusRule in prometheusRule.namespace with prometheusRule.labels")
+        if rule:
+            alerts = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+            check(len(alerts) >= 7 and all(r["labels"].get("team") == "identity" and r["labels"].get("severity")
+                                           and r["annotations"].get("summary") and r["annotations"].get("description")
+                                           for r in alerts),
+                  "full: every alert needs severity, prometheusRule.alertLabels, a summary and a description")
+        dash = next((o for o in objs if o["kind"] == "ConfigMap" and o["metadata"].get("labels", {}).get("grafana_dashboard") == "1"), None)
+        check(dash is not None and dash["metadata"]["namespace"] == "monitoring"
+              and dash["metadata"].get("annotations", {}).get("grafana_folder") == "Identity",
+              "full: no dashboard ConfigMap (grafana_dashboard: \"1\") in grafanaDashboard.namespace with its annotations")
+        if dash:
+            board = json.loads(dash["data"]["session-sidecar.json"])
+            check(board.get("uid") == "session-sidecar" and len(board.get("panels", [])) > 10,
+                  "full: the dashboard ConfigMap does not hold the dashboard JSON")
         sm = next((o for o in objs if o["kind"] == "ServiceMonitor"), None)
         if sm:
             check(sm["metadata"]["namespace"] == "monitoring", "full: ServiceMonitor not in serviceMonitor.namespace")

@@ -21,10 +21,11 @@ pub async fn route(app: &App, request: Request<Incoming>) -> HttpResponse {
             cache.run_pending_tasks().await;
             for source in app.verifier.jwt().key_sources() {
                 if let Some(keys) = source.keys() {
-                    app.metrics.set_key_set_age(
+                    app.metrics.set_key_set(
                         source.label(),
                         &source.url().to_string(),
                         keys.fetched_at.elapsed(),
+                        keys.keys.len(),
                     );
                 }
             }

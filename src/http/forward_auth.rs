@@ -26,7 +26,9 @@ pub async fn forward_auth(app: &App, request: &Request<Incoming>) -> HttpRespons
                 return respond::forbidden();
             }
             Ok(route) => match route.as_ref().map(|route| rules.access(route)) {
-                Some(Access::Public) => return respond::public_route(),
+                Some(Access::Public) => {
+                    return respond::public_route(app.verifier.claim_headers());
+                }
                 Some(Access::Require(requirements)) => Some(requirements),
                 Some(Access::Authenticated) | None => None,
             },
@@ -46,7 +48,15 @@ pub async fn forward_auth(app: &App, request: &Request<Incoming>) -> HttpRespons
     match app.verifier.verify(token).await {
         Verdict::Granted(grant) => match requirements {
             Some(requirements) if !requirements.allow(&grant) => respond::forbidden(),
-            _ => respond::forward_auth_grant(&grant),
+            _ => {
+                let mut response = respond::forward_auth_grant(&grant);
+                respond::remove_unset_claim_headers(
+                    &mut response,
+                    &grant.claim_headers,
+                    app.verifier.claim_headers(),
+                );
+                response
+            }
         },
         Verdict::Denied(reason) => app.rejections.reject(reason),
         Verdict::Unavailable => respond::unavailable(),

@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::decision::Grant;
 use crate::error::{ApiError, Reason};
 use crate::store::Replication;
+use crate::verify::claim_headers::ClaimHeaders;
 
 /// The response type of every handler.
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -85,8 +86,8 @@ impl Default for Rejections {
 pub fn forward_auth_grant(grant: &Grant) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::new()));
     let headers = response.headers_mut();
-    // One allocation for the five headers, instead of growing the map as they are added.
-    headers.reserve(5);
+    // One allocation for the headers, instead of growing the map as they are added.
+    headers.reserve(6 + grant.claim_headers.len());
     headers.insert(X_AUTH_SUBJECT, grant.claims.subject.clone());
     if let Some(sid) = &grant.claims.session_id {
         headers.insert(X_AUTH_SESSION_ID, sid.clone());
@@ -96,6 +97,9 @@ pub fn forward_auth_grant(grant: &Grant) -> HttpResponse {
     }
     if let Some(session) = &grant.session_header {
         headers.insert(X_AUTH_SESSION, session.clone());
+    }
+    for (name, value) in &grant.claim_headers {
+        headers.insert(name.clone(), value.clone());
     }
     if let Some(unset) = unset_auth_headers(grant) {
         headers.insert(ENVOY_AUTH_HEADERS_TO_REMOVE, unset);
@@ -134,13 +138,46 @@ fn unset_auth_headers(grant: &Grant) -> Option<HeaderValue> {
     Some(HeaderValue::from_static(value))
 }
 
-/// `200` for a `public` route (`--rules-file`): no token was looked at, so no `X-Auth-*`
-/// header is set, and Envoy is told to remove any a client sent.
-pub fn public_route() -> HttpResponse {
+/// Adds each `--claim-header` header that `set` lacks (a claim the token does not carry) to
+/// the `x-envoy-auth-headers-to-remove` of a forward-auth `200`, so a client's own value of it
+/// does not reach the app through Envoy either. Allocates only when one is missing.
+pub fn remove_unset_claim_headers(
+    response: &mut HttpResponse,
+    set: &[(HeaderName, HeaderValue)],
+    configured: &ClaimHeaders,
+) {
+    let mut missing = configured
+        .names()
+        .filter(|name| !set.iter().any(|(header, _)| header == *name))
+        .peekable();
+    if missing.peek().is_none() {
+        return;
+    }
+    let headers = response.headers_mut();
+    let mut list = headers
+        .get(ENVOY_AUTH_HEADERS_TO_REMOVE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    for name in missing {
+        if !list.is_empty() {
+            list.push_str(", ");
+        }
+        list.push_str(name.as_str());
+    }
+    if let Ok(value) = HeaderValue::from_str(&list) {
+        headers.insert(ENVOY_AUTH_HEADERS_TO_REMOVE, value);
+    }
+}
+
+/// `200` for a `public` route (`--rules-file`): no token was looked at, so no `X-Auth-*` (nor
+/// `--claim-header`) header is set, and Envoy is told to remove any a client sent.
+pub fn public_route(configured: &ClaimHeaders) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::new()));
     let headers = response.headers_mut();
     headers.insert(ENVOY_AUTH_HEADERS_TO_REMOVE, ALL_AUTH_HEADERS);
     headers.insert(CACHE_CONTROL, NO_STORE);
+    remove_unset_claim_headers(&mut response, &[], configured);
     response
 }
 

@@ -1,12 +1,17 @@
-//! Keys from a remote JWKS (`--jwks-url [ISS=]URL`): one [`JwksSource`] per URL, which holds
-//! the current key set behind a cheap handle (a `watch` channel of `Arc<JwkKeys>`) and owns
-//! the one background task that refreshes it.
+//! Keys from a remote JWKS (`--jwks-url [ISS=]URL`) or an OpenID Connect issuer
+//! (`--oidc-issuer URL`): one [`JwksSource`] per flag, which holds the current key set behind a
+//! cheap handle (a `watch` channel of `Arc<JwkKeys>`) and owns the one background task that
+//! refreshes it.
 //!
 //! What it owns:
 //! - turning a JWKS document into verification keys: RSA, EC P-256/P-384 and OKP Ed25519,
 //!   each bound to the algorithms of its key type (narrowed to its `alg` when it names one);
 //!   `oct` keys are never taken from a URL, keys whose `use` is not `sig` are ignored, and one
 //!   bad key is skipped (and counted) without failing the set;
+//! - OpenID Connect discovery: the issuer's `/.well-known/openid-configuration` names its
+//!   `jwks_uri`; the document's `issuer` must be the configured one exactly (OpenID Connect
+//!   Discovery §4.3), and an `https` issuer's keys must come from an `https` URL. The
+//!   `jwks_uri` is kept until a fetch of it fails, then discovered again;
 //! - the refresh policy: periodic (the response's `Cache-Control: max-age`, within
 //!   [`MIN_REFRESH`]..[`MAX_REFRESH`], [`DEFAULT_REFRESH`] without one), a retry with backoff
 //!   capped at [`MAX_BACKOFF`] after a failure (the last good keys are kept meanwhile), and
@@ -17,6 +22,7 @@
 //! fetch is bounded in time, [`FETCH_TIMEOUT`], and size, [`MAX_JWKS_BYTES`]), or fail the
 //! sidecar's start because the provider cannot be reached.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,16 +55,55 @@ pub const MIN_FETCH_INTERVAL: Duration = Duration::from_secs(1);
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 /// A JWKS response body larger than this has failed.
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+/// How long a `kid` that a refresh did not find is answered `unknown_key` without asking for
+/// another refresh (the negative cache of `kid`s just looked for).
+pub const MISSING_KID_MEMORY: Duration = Duration::from_secs(5);
+/// Most `kid`s the negative cache holds; when full it starts over (a flood of made-up `kid`s is
+/// bounded by the once-a-second fetch limit anyway).
+const MISSING_KIDS_KEPT: usize = 1024;
 
-/// A `--jwks-url` value: `[ISS=]URL`.
+/// Path of the discovery document under an issuer (OpenID Connect Discovery §4).
+const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+
+/// Where a key set is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locator {
+    /// `url` is the JWKS itself (`--jwks-url`).
+    Jwks,
+    /// `url` is an issuer's discovery document, which names the JWKS (`--oidc-issuer`).
+    Discovery,
+}
+
+/// A `--jwks-url` value (`[ISS=]URL`) or an `--oidc-issuer` value (`URL`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwksSpec {
-    /// With `ISS=`: the only issuer whose tokens these keys verify.
+    /// With `ISS=`, or the issuer of `--oidc-issuer`: the only issuer whose tokens these keys
+    /// verify.
     pub issuer: Option<String>,
+    /// The JWKS, or the discovery document (see `locator`).
     pub url: Uri,
+    pub locator: Locator,
 }
 
 impl JwksSpec {
+    /// Parses an `--oidc-issuer` value: the issuer exactly as its tokens' `iss` spells it
+    /// (a trailing `/` matters); its discovery document is `ISSUER/.well-known/openid-configuration`
+    /// (without the issuer's trailing `/`).
+    pub fn oidc_issuer(text: &str) -> Result<JwksSpec, String> {
+        let issuer = parse_url(text)?;
+        if issuer.query().is_some() || text.contains('#') {
+            return Err(format!(
+                "`{text}`: an issuer has no query or fragment (OpenID Connect Discovery §3)"
+            ));
+        }
+        let discovery = format!("{}{DISCOVERY_PATH}", text.trim_end_matches('/'));
+        Ok(JwksSpec {
+            issuer: Some(text.to_owned()),
+            url: parse_url(&discovery)?,
+            locator: Locator::Discovery,
+        })
+    }
+
     /// Parses `[ISS=]URL`. The text splits at its first `=` when what follows is an `http(s)`
     /// URL (an issuer is itself often a URL); otherwise the whole text is the URL (whose query
     /// may hold a `=`).
@@ -72,11 +117,13 @@ impl JwksSpec {
             return Ok(JwksSpec {
                 issuer: Some(issuer.to_owned()),
                 url,
+                locator: Locator::Jwks,
             });
         }
         Ok(JwksSpec {
             issuer: None,
             url: parse_url(text)?,
+            locator: Locator::Jwks,
         })
     }
 }
@@ -152,6 +199,8 @@ pub enum FetchError {
     TooLarge(usize),
     #[error("not a JWKS document: {0}")]
     NotJwks(String),
+    #[error("discovery document refused: {0}")]
+    Discovery(String),
 }
 
 /// Parses a JWKS document. The document must be a JSON object with a `keys` array; each key is
@@ -306,6 +355,8 @@ struct Inner {
     schedule: Mutex<Schedule>,
     wake: Notify,
     metrics: Arc<Metrics>,
+    /// `kid`s a refresh did not find, and when.
+    missing_kids: Mutex<HashMap<Box<str>, Instant>>,
 }
 
 /// A key set that comes from a URL: a cheap handle on the current keys, refreshed by one
@@ -361,6 +412,7 @@ impl JwksSource {
                 }),
                 wake: Notify::new(),
                 metrics,
+                missing_kids: Mutex::new(HashMap::new()),
             }),
         };
         tasks.spawn(refresh_loop(source.clone(), publish));
@@ -390,6 +442,24 @@ impl JwksSource {
     /// Whether a key set was loaded once.
     pub fn loaded(&self) -> bool {
         self.inner.published.borrow().keys.is_some()
+    }
+
+    /// Remembers that a refresh did not find this `kid`, for [`MISSING_KID_MEMORY`].
+    pub fn remember_missing(&self, kid: &str) {
+        let mut missing = self.inner.missing_kids.lock();
+        if missing.len() >= MISSING_KIDS_KEPT {
+            missing.clear();
+        }
+        missing.insert(kid.into(), Instant::now());
+    }
+
+    /// Whether a refresh less than [`MISSING_KID_MEMORY`] ago did not find this `kid`.
+    pub fn recently_missing(&self, kid: &str) -> bool {
+        self.inner
+            .missing_kids
+            .lock()
+            .get(kid)
+            .is_some_and(|at| at.elapsed() < MISSING_KID_MEMORY)
     }
 
     /// Asks for a refresh because a token named a `kid` the set does not hold, and waits (at
@@ -478,10 +548,15 @@ fn http_client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build(connector)
 }
 
-/// One fetch: the parsed set and the refresh interval its response asked for.
-async fn fetch(client: &HttpClient, url: &Uri) -> Result<(ParsedJwks, Duration), FetchError> {
+/// One GET, bounded in time ([`FETCH_TIMEOUT`]) and size ([`MAX_JWKS_BYTES`]): the body of a
+/// `200` and its `Cache-Control`.
+async fn get(
+    client: &HttpClient,
+    url: &Uri,
+    accept: &'static str,
+) -> Result<(Bytes, Option<HeaderValue>), FetchError> {
     let request = hyper::Request::get(url.clone())
-        .header(ACCEPT, "application/jwk-set+json, application/json")
+        .header(ACCEPT, accept)
         .body(Empty::new())
         .map_err(|e| FetchError::Request(e.to_string()))?;
     let work = async {
@@ -492,7 +567,7 @@ async fn fetch(client: &HttpClient, url: &Uri) -> Result<(ParsedJwks, Duration),
         if response.status() != hyper::StatusCode::OK {
             return Err(FetchError::Status(response.status().as_u16()));
         }
-        let interval = refresh_interval(response.headers().get(CACHE_CONTROL));
+        let cache_control = response.headers().get(CACHE_CONTROL).cloned();
         let body = Limited::new(response.into_body(), MAX_JWKS_BYTES)
             .collect()
             .await
@@ -504,11 +579,49 @@ async fn fetch(client: &HttpClient, url: &Uri) -> Result<(ParsedJwks, Duration),
                 }
             })?
             .to_bytes();
-        Ok((parse_jwks(&body)?, interval))
+        Ok((body, cache_control))
     };
     tokio::time::timeout(FETCH_TIMEOUT, work)
         .await
         .map_err(|_| FetchError::Timeout(FETCH_TIMEOUT))?
+}
+
+/// One JWKS fetch: the parsed set and the refresh interval its response asked for.
+async fn fetch(client: &HttpClient, url: &Uri) -> Result<(ParsedJwks, Duration), FetchError> {
+    let (body, cache_control) =
+        get(client, url, "application/jwk-set+json, application/json").await?;
+    Ok((parse_jwks(&body)?, refresh_interval(cache_control.as_ref())))
+}
+
+/// Reads an issuer's discovery document: its `jwks_uri`.
+async fn discover(client: &HttpClient, spec: &JwksSpec) -> Result<Uri, FetchError> {
+    let (body, _) = get(client, &spec.url, "application/json").await?;
+    jwks_uri_of(&body, spec.issuer.as_deref().unwrap_or_default())
+}
+
+/// The `jwks_uri` of a discovery document, which must be `issuer`'s: its `issuer` member is
+/// the configured issuer exactly, and an `https` issuer's keys are not fetched over `http`.
+pub fn jwks_uri_of(document: &[u8], issuer: &str) -> Result<Uri, FetchError> {
+    #[derive(serde::Deserialize)]
+    struct Discovery {
+        issuer: String,
+        jwks_uri: String,
+    }
+    let discovery: Discovery = serde_json::from_slice(document)
+        .map_err(|e| FetchError::Discovery(format!("not a discovery document: {e}")))?;
+    if discovery.issuer != issuer {
+        return Err(FetchError::Discovery(format!(
+            "it names the issuer `{}`, not `{issuer}`",
+            discovery.issuer
+        )));
+    }
+    let jwks_uri = parse_url(&discovery.jwks_uri).map_err(FetchError::Discovery)?;
+    if issuer.starts_with("https:") && jwks_uri.scheme_str() != Some("https") {
+        return Err(FetchError::Discovery(
+            "an https issuer's jwks_uri must be https".into(),
+        ));
+    }
+    Ok(jwks_uri)
 }
 
 /// The source's task: fetch, publish, sleep until the next refresh is due or one is asked for.
@@ -517,6 +630,8 @@ async fn refresh_loop(source: JwksSource, publish: watch::Sender<Published>) {
     let metrics = &inner.metrics;
     let client = http_client();
     let mut backoff = Duration::from_secs(1);
+    // With discovery: the `jwks_uri` found, kept until a fetch of it fails.
+    let mut discovered: Option<Uri> = None;
     loop {
         // Never two fetches within MIN_FETCH_INTERVAL, whoever asked. A request that woke this
         // task has claimed the fetch (in_flight) after checking the interval itself; a periodic
@@ -537,7 +652,26 @@ async fn refresh_loop(source: JwksSource, publish: watch::Sender<Published>) {
             tokio::time::sleep(pause).await;
         }
         inner.schedule.lock().last_started = Some(Instant::now());
-        let outcome = fetch(&client, &inner.spec.url).await;
+        let outcome = match inner.spec.locator {
+            Locator::Jwks => fetch(&client, &inner.spec.url).await,
+            Locator::Discovery => {
+                let jwks_uri = match discovered.take() {
+                    Some(uri) => Ok(uri),
+                    None => discover(&client, &inner.spec).await,
+                };
+                match jwks_uri {
+                    Ok(uri) => {
+                        let outcome = fetch(&client, &uri).await;
+                        // A JWKS that cannot be fetched may have moved: discover it again.
+                        if outcome.is_ok() {
+                            discovered = Some(uri);
+                        }
+                        outcome
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+        };
         let next = match outcome {
             Ok((parsed, interval)) => {
                 metrics.key_refresh(&inner.label, "ok");
@@ -606,6 +740,34 @@ mod tests {
         assert!(JwksSpec::parse("=http://x/jwks").is_err());
         assert!(JwksSpec::parse("not a url").is_err());
         assert!(JwksSpec::parse("https://user:pw@idp.example/jwks").is_err());
+    }
+
+    #[test]
+    fn a_discovery_document_must_name_the_issuer_and_keep_https() {
+        let doc = |issuer: &str, jwks: &str| {
+            serde_json::json!({"issuer": issuer, "jwks_uri": jwks}).to_string()
+        };
+        let issuer = "https://idp.example/realms/a";
+        let uri = jwks_uri_of(doc(issuer, "https://idp.example/certs").as_bytes(), issuer);
+        assert_eq!(uri.unwrap(), "https://idp.example/certs");
+        // Another issuer (a trailing slash is another issuer too), a downgrade, garbage.
+        for (document, why) in [
+            (
+                doc("https://evil.example", "https://idp.example/certs"),
+                "issuer",
+            ),
+            (
+                doc("https://idp.example/realms/a/", "https://idp.example/certs"),
+                "slash",
+            ),
+            (doc(issuer, "http://idp.example/certs"), "downgrade"),
+            (doc(issuer, "not a url"), "url"),
+            ("{\"issuer\": 1}".to_owned(), "shape"),
+        ] {
+            assert!(jwks_uri_of(document.as_bytes(), issuer).is_err(), "{why}");
+        }
+        let plain = "http://127.0.0.1:8080";
+        assert!(jwks_uri_of(doc(plain, "http://127.0.0.1:8080/jwks").as_bytes(), plain).is_ok());
     }
 
     #[test]

@@ -106,7 +106,17 @@ pub enum FeedEvent {
     /// A change made somewhere (possibly by this sidecar itself).
     Change(Invalidation),
     /// The feed was cut: changes may have been missed until the next [`FeedEvent::Subscribed`].
-    Lost,
+    Lost(FeedLoss),
+}
+
+/// Why a feed was cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedLoss {
+    /// The connection ended or stopped answering.
+    Disconnected,
+    /// The listener fell behind and the feed's bounded buffer filled: rather than drop changes
+    /// silently (or buffer without bound), the feed let go of its connection.
+    FellBehind,
 }
 
 /// The stream of a store's feed events. It ends when the store will say nothing more.

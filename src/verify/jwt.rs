@@ -246,7 +246,17 @@ impl JwtVerifier {
                 }
                 return Err(Unverified::KeysUnavailable);
             }
-            if refreshed || kid.is_none() || sources.is_empty() {
+            let Some(kid) = kid else {
+                return Err(Unverified::Denied(Reason::UnknownKey));
+            };
+            if refreshed {
+                for source in sources {
+                    source.remember_missing(kid);
+                }
+                return Err(Unverified::Denied(Reason::UnknownKey));
+            }
+            // A kid a refresh just did not find is not worth another one yet.
+            if sources.is_empty() || sources.iter().all(|s| s.recently_missing(kid)) {
                 return Err(Unverified::Denied(Reason::UnknownKey));
             }
             let outcomes = futures_util::future::join_all(

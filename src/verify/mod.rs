@@ -6,6 +6,7 @@
 //! decision cached before the invalidation feed was lost may be served, until its deadline,
 //! while the store cannot re-check it.
 
+pub mod claim_headers;
 pub mod extract;
 pub mod jwt;
 pub mod session_keys;
@@ -23,6 +24,7 @@ pub use crate::decision::{Decision, Grant};
 use crate::error::{Reason, StoreError, Undecidable};
 use crate::metrics::{Metrics, Outcome};
 use crate::store::{Lookup, LookupQuery, Session, SessionStore};
+use claim_headers::ClaimHeaders;
 use jwt::{JwtVerifier, Unverified, VerifiedClaims};
 use session_keys::{Admission, SessionKeyGate};
 
@@ -66,6 +68,8 @@ pub struct Verifier {
     metrics: Arc<Metrics>,
     /// With `--session-keys`: what unknown `kid`s may cost the store.
     session_keys: Option<SessionKeyGate>,
+    /// `--claim-header`: claims rendered as headers of their own when a grant is made.
+    claim_headers: ClaimHeaders,
 }
 
 impl Verifier {
@@ -82,7 +86,19 @@ impl Verifier {
             store,
             metrics,
             session_keys,
+            claim_headers: ClaimHeaders::default(),
         }
+    }
+
+    /// The `--claim-header` mappings.
+    pub fn claim_headers(&self) -> &ClaimHeaders {
+        &self.claim_headers
+    }
+
+    /// Renders these claims as headers of every grant whose claims are an issuer's word.
+    pub fn with_claim_headers(mut self, claim_headers: ClaimHeaders) -> Self {
+        self.claim_headers = claim_headers;
+        self
     }
 
     /// The decision cache (for its size in `/metrics`).
@@ -271,9 +287,17 @@ impl Verifier {
             },
             None => None,
         };
-        let Some(grant) = grant(claims, session.as_ref()) else {
+        let Some(mut grant) = grant(claims, session.as_ref()) else {
             return self.deny(Reason::Malformed, key, epoch);
         };
+        // Only an issuer's claims are mapped: a per-session key's payload is withheld.
+        if !self.claim_headers.is_empty() && grant.claims.payload.is_some() {
+            let rendered = self.claim_headers.render(&grant.claims.payload_json());
+            if rendered.dropped > 0 {
+                self.metrics.claim_headers_dropped(rendered.dropped);
+            }
+            grant.claim_headers = rendered.headers;
+        }
         let mut until = until_unix(grant.claims.exp);
         if let Some(session) = &session {
             until = until.min(until_unix(session.expires_at));
@@ -321,5 +345,6 @@ fn grant(claims: VerifiedClaims, session: Option<&Session>) -> Option<Grant> {
     Some(Grant {
         session_header,
         claims,
+        claim_headers: Box::default(),
     })
 }

@@ -98,6 +98,17 @@ pub struct RedisCluster {
     startup_time: Duration,
 }
 
+/// A node started after the cluster (see [`RedisCluster::add_replica`]).
+pub struct ExtraNode {
+    node: Node,
+}
+
+impl ExtraNode {
+    pub fn port(&self) -> u16 {
+        self.node.port
+    }
+}
+
 /// One `redis-server` process under its `sh` wrapper.
 struct Node {
     port: u16,
@@ -107,7 +118,7 @@ struct Node {
     /// Write end of the wrapper's stdin; closing it makes the wrapper SIGKILL redis.
     stdin: Mutex<Option<ChildStdin>>,
     /// PID of redis-server itself (from INFO server), a fallback for killing it.
-    redis_pid: u32,
+    redis_pid: std::sync::atomic::AtomicU32,
     /// Cluster node id (from CLUSTER MYID).
     id: String,
     alive: AtomicBool,
@@ -132,9 +143,10 @@ impl Node {
                 Err(_) => break,
             }
         }
-        if self.redis_pid != 0 {
+        let redis_pid = self.redis_pid.load(Ordering::SeqCst);
+        if redis_pid != 0 {
             let _ = Command::new("kill")
-                .args(["-9", &self.redis_pid.to_string()])
+                .args(["-9", &redis_pid.to_string()])
                 .stderr(Stdio::null())
                 .status();
         }
@@ -528,6 +540,106 @@ impl RedisCluster {
         report("diagnostics", &self.nodes, &self.create_output)
     }
 
+    /// Stops every node as an operator would before maintenance: `SHUTDOWN SAVE` (each writes
+    /// its data and keeps its cluster config), waiting until each process has exited.
+    pub fn shutdown_all(&self) {
+        for n in self.live() {
+            // The connection closes as the server exits: that is the answer.
+            let _ = query::<String>(n.port, &["SHUTDOWN", "SAVE"]);
+        }
+        for n in &self.nodes {
+            n.alive.store(false, Ordering::SeqCst);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = lock(&n.child).try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    /// Starts every node again on its port from its files (after [`Self::shutdown_all`]) and
+    /// waits until the cluster is healthy again.
+    pub fn restart_all(&self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        for n in &self.nodes {
+            let mut child = must(node_command(n.port, n.dir.path()))
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot restart node {}: {e}", n.port));
+            *lock(&n.stdin) = child.stdin.take();
+            *lock(&n.child) = child;
+            n.alive.store(true, Ordering::SeqCst);
+        }
+        for n in &self.nodes {
+            must(wait_until(deadline, || {
+                let pid = info_field(&query::<String>(n.port, &["INFO", "server"])?, "process_id")
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                n.redis_pid.store(pid, Ordering::SeqCst);
+                let state = query::<String>(n.port, &["CLUSTER", "INFO"])?;
+                if info_field(&state, "cluster_state") == Some("ok") {
+                    Ok(())
+                } else {
+                    Err(format!("node {} does not see the cluster ok yet", n.port))
+                }
+            }));
+        }
+    }
+
+    /// Starts a seventh node and makes it a replica of the master on `master_port`; returns
+    /// once its link to the master is up and every live node lists it. The node is not one of
+    /// this cluster's own (ports(), kill_node() do not know it); dropping it kills it.
+    pub fn add_replica(&self, master_port: u16) -> ExtraNode {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let node = self.add_node(deadline);
+        let master_id = self.node(master_port).id.clone();
+        self.redis_cli(node.port(), &["CLUSTER", "REPLICATE", &master_id]);
+        let port = node.port();
+        must(wait_until(deadline, || {
+            let info = query::<String>(port, &["INFO", "replication"])?;
+            if info_field(&info, "master_link_status") == Some("up") {
+                Ok(())
+            } else {
+                Err(format!("replica {port}: master link not up"))
+            }
+        }));
+        node
+    }
+
+    /// Starts a seventh node and joins it as a master without slots (migrate some to it);
+    /// returns once every live node lists it. Dropping it kills it.
+    pub fn add_master(&self) -> ExtraNode {
+        self.add_node(Instant::now() + START_TIMEOUT)
+    }
+
+    /// A new node, met by the cluster and listed by every live node.
+    fn add_node(&self, deadline: Instant) -> ExtraNode {
+        let mut node = must(spawn_node(pick_port()));
+        must(wait_node_up(&mut node, deadline));
+        let port = node.port;
+        let seed = self.live_ports()[0];
+        self.redis_cli(port, &["CLUSTER", "MEET", "127.0.0.1", &seed.to_string()]);
+        must(wait_until(deadline, || {
+            let state = query::<String>(port, &["CLUSTER", "INFO"])?;
+            if info_field(&state, "cluster_state") != Some("ok") {
+                return Err(format!("{port} does not see the cluster ok yet"));
+            }
+            let mine = query::<String>(port, &["CLUSTER", "NODES"])?;
+            for n in self.live() {
+                if !mine.contains(&n.id) {
+                    return Err(format!("{port} does not know {} yet", n.port));
+                }
+                let theirs = query::<String>(n.port, &["CLUSTER", "NODES"])?;
+                if !theirs.contains(&format!(":{port}@")) {
+                    return Err(format!("node {} does not list {port} yet", n.port));
+                }
+            }
+            Ok(())
+        }));
+        ExtraNode { node }
+    }
+
     fn live(&self) -> impl Iterator<Item = &Node> {
         self.nodes.iter().filter(|n| n.alive.load(Ordering::SeqCst))
     }
@@ -714,16 +826,38 @@ fn spawn_node(port: u16) -> Result<Node, String> {
         .prefix("redis-cluster-node-")
         .tempdir()
         .map_err(|e| format!("cannot create temp dir: {e}"))?;
-    let out =
-        File::create(dir.path().join("stdout.log")).map_err(|e| format!("stdout.log: {e}"))?;
+    let mut child = node_command(port, dir.path())?
+        .spawn()
+        .map_err(|e| format!("cannot spawn sh/{}: {e}", server_bin()))?;
+    let stdin = child.stdin.take();
+    Ok(Node {
+        port,
+        dir,
+        child: Mutex::new(child),
+        stdin: Mutex::new(stdin),
+        redis_pid: std::sync::atomic::AtomicU32::new(0),
+        id: String::new(),
+        alive: AtomicBool::new(true),
+    })
+}
+
+/// The wrapper running redis-server for a node on `port` with its files in `dir` (its
+/// `nodes.conf`, its log, and the `dump.rdb` a `SHUTDOWN SAVE` writes and a restart loads).
+fn node_command(port: u16, dir: &Path) -> Result<Command, String> {
+    let out = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("stdout.log"))
+        .map_err(|e| format!("stdout.log: {e}"))?;
     let err = out.try_clone().map_err(|e| format!("stdout.log: {e}"))?;
-    let dir_s = dir.path().to_string_lossy().into_owned();
-    let log_s = dir.path().join("redis.log").to_string_lossy().into_owned();
+    let dir_s = dir.to_string_lossy().into_owned();
+    let log_s = dir.join("redis.log").to_string_lossy().into_owned();
     let port_s = port.to_string();
-    let mut child = Command::new("sh")
+    let mut command = Command::new("sh");
+    command
         .arg("-c")
         .arg(WRAPPER)
-        .env("REDIS_NODE_DIR", dir.path())
+        .env("REDIS_NODE_DIR", dir)
         .arg("redis-cluster-node") // $0
         .arg(server_bin())
         .args(["--port", &port_s, "--bind", "127.0.0.1"])
@@ -754,19 +888,8 @@ fn spawn_node(port: u16) -> Result<Node, String> {
         .args(["--dir", &dir_s, "--logfile", &log_s])
         .stdin(Stdio::piped())
         .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .spawn()
-        .map_err(|e| format!("cannot spawn sh/{}: {e}", server_bin()))?;
-    let stdin = child.stdin.take();
-    Ok(Node {
-        port,
-        dir,
-        child: Mutex::new(child),
-        stdin: Mutex::new(stdin),
-        redis_pid: 0,
-        id: String::new(),
-        alive: AtomicBool::new(true),
-    })
+        .stderr(Stdio::from(err));
+    Ok(command)
 }
 
 /// Waits until *our* redis answers on its port (checked through its `dir`, so another process
@@ -795,7 +918,7 @@ fn wait_node_up(node: &mut Node, deadline: Instant) -> Result<(), String> {
         });
         match probe {
             Ok((pid, id)) => {
-                node.redis_pid = pid;
+                node.redis_pid.store(pid, Ordering::SeqCst);
                 node.id = id;
                 return Ok(());
             }
@@ -1123,7 +1246,7 @@ fn report(msg: &str, nodes: &[Node], create_output: &str) -> String {
             "--- node 127.0.0.1:{} id={} pid={} alive={alive} dir={} ---\n",
             n.port,
             n.id,
-            n.redis_pid,
+            n.redis_pid.load(Ordering::SeqCst),
             n.dir.path().display()
         );
         if alive {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod fault_proxy;
 pub mod scripted;
 
 use std::net::SocketAddr;
@@ -420,6 +421,24 @@ pub fn session_keyed_token(sid: &str, secret: &[u8], sub: &str, jti: Option<&str
 }
 
 impl TestSidecar {
+    /// Waits until `/readyz` answers 200 (keys loaded, store reachable), at most `bound`.
+    pub async fn wait_ready(&self, bound: Duration) {
+        let started = std::time::Instant::now();
+        loop {
+            let status = self
+                .http
+                .get(format!("http://{}/readyz", self.admin))
+                .send()
+                .await
+                .map_or(0, |r| r.status().as_u16());
+            if status == 200 {
+                return;
+            }
+            assert!(started.elapsed() < bound, "not ready within {bound:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `DELETE /v1/users/{sub}/sessions` → (status, body).
     pub async fn logout_everywhere(&self, sub: &str) -> (u16, Value) {
         let response = self
@@ -457,5 +476,65 @@ impl TestSidecar {
             .expect("get session");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// A JWKS server that answers one fixed document on every path (for tests where the key set
+/// from a URL is a fixture, not the subject: `tests/jwks.rs` has one that fails on cue).
+pub struct StaticJwksServer {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl StaticJwksServer {
+    /// Serves the public keys of fixture private keys, as `(alg, file, kid)`.
+    pub async fn start(keys: &[(Algorithm, &str, &str)]) -> StaticJwksServer {
+        let keys: Vec<Value> = keys
+            .iter()
+            .map(|&(alg, file, kid)| {
+                let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&private_key(alg, file), alg)
+                    .expect("jwk");
+                let mut jwk = serde_json::to_value(jwk).expect("jwk json");
+                jwk["kid"] = json!(kid);
+                jwk
+            })
+            .collect();
+        let body = bytes::Bytes::from(json!({ "keys": keys }).to_string());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind JWKS server");
+        let addr = listener.local_addr().expect("JWKS server address");
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_request| {
+                        let body = body.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(body),
+                            ))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        StaticJwksServer { addr, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/jwks", self.addr)
+    }
+}
+
+impl Drop for StaticJwksServer {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

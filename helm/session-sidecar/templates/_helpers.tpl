@@ -262,6 +262,18 @@ secrets are files in one read-only projected volume (session-sidecar.volumes), n
     - name: SIDECAR_AUDIENCE
       value: {{ join "," . | quote }}
     {{- end }}
+    {{- with .Values.identityProviders.jwksUrls }}
+    - name: SIDECAR_JWKS_URL
+      value: {{ join "," . | quote }}
+    {{- end }}
+    {{- with .Values.identityProviders.oidcIssuers }}
+    - name: SIDECAR_OIDC_ISSUER
+      value: {{ join "," . | quote }}
+    {{- end }}
+    {{- with .Values.claimHeaders }}
+    - name: SIDECAR_CLAIM_HEADER
+      value: {{ join "," . | quote }}
+    {{- end }}
     - name: SIDECAR_LEEWAY
       value: {{ .Values.jwt.leeway | int64 | quote }}
     - name: SIDECAR_CACHE_TTL
@@ -512,10 +524,11 @@ parent chart that depends on it.
 
 {{/* The sidecar refuses to start without a key: refuse the values first. */}}
 {{- define "session-sidecar.validateValues.keys" -}}
-{{- if not (or (include "session-sidecar.jwtSecretName" .) .Values.jwt.publicKeys) -}}
+{{- if not (or (include "session-sidecar.jwtSecretName" .) .Values.jwt.publicKeys .Values.identityProviders.jwksUrls .Values.identityProviders.oidcIssuers) -}}
 session-sidecar: jwt
     No key to verify tokens with: set jwt.existingSecret (an HMAC secret), jwt.publicKeys
-    (PEM public keys), or jwt.generateSecret=true (a random secret, for trying the chart).
+    (PEM public keys), identityProviders.jwksUrls or identityProviders.oidcIssuers (an identity
+    provider's keys), or jwt.generateSecret=true (a random secret, for trying the chart).
 {{- end -}}
 {{- end -}}
 
@@ -628,18 +641,26 @@ session-sidecar: app.port
 {{- end -}}
 {{- end -}}
 
-{{/* The cache grows to cache.maxEntries; a memory limit below that gets the pod OOM-killed. */}}
+{{/*
+The cache holds at most cache.maxBytes (each entry weighs at least maxBytes / maxEntries, so the
+byte bound also holds the count), and fewer when cache.maxEntries typical entries (about 1.2 KiB
+each) weigh less. The container's memory limit must hold that, a quarter more (allocator and
+moka overhead beyond the weighed bytes), and 64 MiB for the rest of the process; below that the
+pod gets OOM-killed as the cache fills.
+*/}}
 {{- define "session-sidecar.validateValues.memory" -}}
 {{- $limit := "" -}}
 {{- if and .Values.resources .Values.resources.limits .Values.resources.limits.memory -}}
 {{- $limit = include "session-sidecar.quantityBytes" .Values.resources.limits.memory -}}
 {{- end -}}
 {{- if $limit -}}
-{{- $need := add (mul (int64 .Values.cache.maxEntries) 1229) 67108864 -}}
+{{- $cache := min (int64 .Values.cache.maxBytes) (mul (int64 .Values.cache.maxEntries) 1229) -}}
+{{- $need := add (div (mul $cache 5) 4) 67108864 -}}
 {{- if lt (int64 $limit) (int64 $need) -}}
 session-sidecar: resources.limits.memory
-    resources.limits.memory={{ .Values.resources.limits.memory }} cannot hold cache.maxEntries={{ int64 .Values.cache.maxEntries }}
-    (about 1.2 KiB per entry + 64 MiB: {{ div (int64 $need) 1048576 }}Mi): raise the limit or lower cache.maxEntries.
+    resources.limits.memory={{ .Values.resources.limits.memory }} cannot hold the cache (cache.maxBytes={{ int64 .Values.cache.maxBytes }},
+    cache.maxEntries={{ int64 .Values.cache.maxEntries }} of about 1.2 KiB): {{ div $cache 1048576 }}Mi, a quarter more and 64 MiB
+    for the process make {{ div (int64 $need) 1048576 }}Mi. Raise the limit, or lower cache.maxBytes.
 {{- end -}}
 {{- end -}}
 {{- end -}}

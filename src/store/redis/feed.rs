@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::store::{FeedEvent, FeedEvents, Invalidation};
+use crate::store::{FeedEvent, FeedEvents, FeedLoss, Invalidation};
 
 /// First pause before resubscribing; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -20,6 +20,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// within [`PING_TIMEOUT`] is treated as lost (a node can hang without closing its socket).
 const PING_INTERVAL: Duration = Duration::from_secs(1);
 const PING_TIMEOUT: Duration = Duration::from_millis(500);
+/// Changes the feed holds for its listener (a change is an id of at most 256 bytes: a few MiB
+/// at most). A listener this far behind makes the feed let go of its connection.
+pub const FEED_BUFFER: usize = 16_384;
 
 /// The wire form of a change.
 pub fn encode(change: &Invalidation) -> String {
@@ -60,7 +63,7 @@ pub struct FeedSource {
 
 /// Starts the feed task and returns its events. The task ends when the receiver is dropped.
 pub fn start(source: FeedSource) -> FeedEvents {
-    let (events, receiver) = mpsc::channel(1024);
+    let (events, receiver) = mpsc::channel(FEED_BUFFER);
     tokio::spawn(run(source, events));
     receiver
 }
@@ -78,14 +81,21 @@ async fn run(source: FeedSource, events: mpsc::Sender<FeedEvent>) {
                     return;
                 }
                 backoff = FIRST_BACKOFF;
-                if listen(pubsub, &events).await.is_err() {
+                let Ok(loss) = listen(pubsub, &events).await else {
                     return;
+                };
+                match loss {
+                    FeedLoss::Disconnected => tracing::warn!(
+                        node = %info.addr(),
+                        "invalidation feed lost: cached session decisions will be re-checked"
+                    ),
+                    FeedLoss::FellBehind => tracing::warn!(
+                        node = %info.addr(),
+                        buffered = FEED_BUFFER,
+                        "invalidation feed fell behind (its buffer is full): resubscribing, cached session decisions will be re-checked"
+                    ),
                 }
-                tracing::warn!(
-                    node = %info.addr(),
-                    "invalidation feed lost: cached session decisions will be re-checked"
-                );
-                if events.send(FeedEvent::Lost).await.is_err() {
+                if events.send(FeedEvent::Lost(loss)).await.is_err() {
                     return;
                 }
             }
@@ -139,11 +149,14 @@ async fn subscribe(
 /// The receiver of the events is gone: the feed stops.
 struct Closed;
 
-/// Hands out messages until the connection ends or stops answering pings.
+/// Hands out messages until the connection ends or stops answering pings, or the listener
+/// falls [`FEED_BUFFER`] changes behind. The client buffers what the connection reads without
+/// bound, so this task never waits for the listener: it reads as fast as messages come and
+/// lets go of the connection (and all it buffered) when the listener cannot keep up.
 async fn listen(
     pubsub: redis::aio::PubSub,
     events: &mpsc::Sender<FeedEvent>,
-) -> Result<(), Closed> {
+) -> Result<FeedLoss, Closed> {
     let (mut sink, mut stream) = pubsub.split();
     loop {
         match tokio::time::timeout(PING_INTERVAL, stream.next()).await {
@@ -151,14 +164,13 @@ async fn listen(
                 let Ok(text) = message.get_payload::<String>() else {
                     continue;
                 };
-                if let Some(change) = decode(&text) {
-                    events
-                        .send(FeedEvent::Change(change))
-                        .await
-                        .map_err(|_| Closed)?;
+                if let Some(change) = decode(&text)
+                    && let Some(loss) = hand_over(events, change)?
+                {
+                    return Ok(loss);
                 }
             }
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(FeedLoss::Disconnected),
             Err(_) => {
                 if events.is_closed() {
                     return Err(Closed);
@@ -167,17 +179,49 @@ async fn listen(
                 // `PONG`: any reply is a live connection, only an error or silence is a loss.
                 let ping = tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await;
                 if !matches!(ping, Ok(Ok(_))) {
-                    return Ok(());
+                    return Ok(FeedLoss::Disconnected);
                 }
             }
         }
     }
 }
 
+/// Hands a change to the listener without waiting: `Some(FellBehind)` when its buffer is full.
+fn hand_over(
+    events: &mpsc::Sender<FeedEvent>,
+    change: Invalidation,
+) -> Result<Option<FeedLoss>, Closed> {
+    match events.try_send(FeedEvent::Change(change)) {
+        Ok(()) => Ok(None),
+        Err(mpsc::error::TrySendError::Full(_)) => Ok(Some(FeedLoss::FellBehind)),
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{decode, encode};
-    use crate::store::Invalidation;
+    use super::{FeedLoss, decode, encode, hand_over};
+    use crate::store::{FeedEvent, Invalidation};
+    use tokio::sync::mpsc;
+
+    #[test]
+    fn a_full_buffer_is_a_loss_never_a_silent_drop_nor_a_wait() {
+        let (events, mut receiver) = mpsc::channel(2);
+        let change = || Invalidation::SessionDeleted("s".into());
+        assert!(matches!(hand_over(&events, change()), Ok(None)));
+        assert!(matches!(hand_over(&events, change()), Ok(None)));
+        assert!(matches!(
+            hand_over(&events, change()),
+            Ok(Some(FeedLoss::FellBehind))
+        ));
+        assert_eq!(
+            receiver.try_recv(),
+            Ok(FeedEvent::Change(change())),
+            "what was handed over stays in order"
+        );
+        drop(receiver);
+        assert!(hand_over(&events, change()).is_err());
+    }
 
     #[test]
     fn messages_round_trip_and_unknown_ones_are_ignored() {

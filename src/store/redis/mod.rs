@@ -21,18 +21,22 @@
 //! that also PUBLISHes the change on `P:invalidations`, so a write that succeeded was always
 //! announced. A Redis Cluster broadcasts a plain PUBLISH to every node; [`feed`] subscribes.
 
+pub mod breaker;
 pub mod feed;
+pub mod topology;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use breaker::{Admission, Breakers, key_slot};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::io::tcp::TcpSettings;
 use redis::{ConnectionInfo, IntoConnectionInfo, RedisError, Script, TlsCertificates};
 use serde_json::Value;
+use topology::SharedConnection;
 
 use super::{
     FeedEvents, Invalidation, Lookup, LookupQuery, MAX_UNIX_TIME, NewSession, PatchLimits,
@@ -231,7 +235,10 @@ impl Keys {
 
 /// Sessions in a Redis Cluster.
 pub struct RedisStore {
-    connection: ClusterConnection,
+    /// The cluster connection, replaced when the topology changes (`topology.rs`).
+    connection: Arc<SharedConnection>,
+    /// Per primary: lookups skip a node that keeps failing (`breaker.rs`).
+    breakers: Breakers,
     keys: Keys,
     metrics: Arc<Metrics>,
     /// Outer bound on one call, retries and redirects included: a guard against client hangs.
@@ -319,6 +326,13 @@ impl RedisStore {
         let connection = connection.ok_or_else(|| {
             StoreError::Unavailable(format!("cannot connect to the cluster: {last_error}"))
         })?;
+        let connection = SharedConnection::new(connection);
+        topology::spawn_watch(
+            client,
+            &connection,
+            config.connect_timeout,
+            Arc::clone(&metrics),
+        );
         let keys = Keys {
             prefix: config.key_prefix.clone(),
         };
@@ -330,6 +344,7 @@ impl RedisStore {
             connect_timeout: config.connect_timeout,
         };
         Ok(RedisStore {
+            breakers: Breakers::new(Arc::clone(&metrics)),
             connection,
             keys,
             metrics,
@@ -354,6 +369,47 @@ impl RedisStore {
     {
         let started = Instant::now();
         let result = tokio::time::timeout(self.call_timeout, call).await;
+        self.finish(command, started, result)
+    }
+
+    /// Runs a call that may run twice (every write of this store is: a create with a fresh id,
+    /// a compare-and-set merge patch, a delete, an extend-only deny entry, an index update),
+    /// again once on a fresh connection when the connection it went out on was found dropped
+    /// before an answer came. A connection the cluster closed while idle (a node restarted) is
+    /// only found dead by the next command on it; the client cannot tell whether that command
+    /// ran, so it does not retry it itself.
+    async fn call_idempotent<T, F, M>(
+        &self,
+        command: &'static str,
+        make: M,
+    ) -> Result<T, StoreError>
+    where
+        M: Fn(ClusterConnection) -> F,
+        F: Future<Output = Result<T, RedisError>>,
+    {
+        let started = Instant::now();
+        let first = tokio::time::timeout(self.call_timeout, make(self.connection.get())).await;
+        match first {
+            Ok(Err(error)) if error.is_connection_dropped() => {
+                tracing::debug!(command, %error, "connection found dropped: the call runs once more");
+                let again = Instant::now();
+                let second =
+                    tokio::time::timeout(self.call_timeout, make(self.connection.get())).await;
+                self.metrics
+                    .redis_command(command, "error", again.duration_since(started));
+                self.finish(command, again, second)
+            }
+            first => self.finish(command, started, first),
+        }
+    }
+
+    /// Classifies and counts the result of one call.
+    fn finish<T>(
+        &self,
+        command: &'static str,
+        started: Instant,
+        result: Result<Result<T, RedisError>, tokio::time::error::Elapsed>,
+    ) -> Result<T, StoreError> {
         let (outcome, result) = match result {
             Ok(Ok(value)) => ("ok", Ok(value)),
             Ok(Err(error)) if error.is_timeout() => ("timeout", Err(StoreError::Timeout)),
@@ -371,15 +427,15 @@ impl RedisStore {
     /// Deletes one session (publishing its end); its subject when it existed, and whether a
     /// replica holds the deletion.
     async fn delete_one(&self, sid: &str) -> Result<(Option<String>, Replication), StoreError> {
-        let mut conn = self.connection.clone();
         let key = self.keys.session(sid);
         let message = encode(&Invalidation::SessionDeleted(sid.to_owned()));
+        let (key_ref, message) = (key.as_str(), message.as_str());
         let sub: Option<String> = self
-            .call("session_delete", async {
+            .call_idempotent("session_delete", move |mut conn| async move {
                 self.delete_session
-                    .key(&key)
+                    .key(key_ref)
                     .arg(&self.feed_source.channel)
-                    .arg(&message)
+                    .arg(message)
                     .invoke_async(&mut conn)
                     .await
             })
@@ -397,7 +453,7 @@ impl RedisStore {
     /// acknowledging a revocation can take the revocation with it. An error or a timeout is
     /// `Unconfirmed`: the write stands on the primary, and the caller says so.
     async fn await_replica(&self, key: &str) -> Replication {
-        let mut conn = self.connection.clone();
+        let mut conn = self.connection.get();
         let wait_ms = u64::try_from(self.replication_wait.as_millis()).unwrap_or(u64::MAX);
         let acknowledged: Result<redis::Value, StoreError> = self
             .call("replication_wait", async {
@@ -421,12 +477,12 @@ impl RedisStore {
     /// costs one DEL of nothing at the next log-out-everywhere, so a failure here must not
     /// fail the deletion that already happened.
     async fn unindex(&self, sub: &str, sids: &[String]) {
-        let mut conn = self.connection.clone();
         let key = self.keys.subject(sub);
+        let key = key.as_str();
         let removed: Result<i64, _> = self
-            .call("subject_index", async {
+            .call_idempotent("subject_index", move |mut conn| async move {
                 redis::cmd("ZREM")
-                    .arg(&key)
+                    .arg(key)
                     .arg(sids)
                     .query_async(&mut conn)
                     .await
@@ -442,13 +498,18 @@ impl RedisStore {
     /// node asked first does not answer (a primary that died, before its replica is promoted),
     /// the other side of the shard is asked ([`Self::read_elsewhere`]).
     async fn read_session_for_lookup(&self, sid: &str) -> Result<Option<Session>, StoreError> {
-        let mut conn = self.connection.clone();
+        let mut conn = self.connection.get();
         let key = self.keys.session(sid);
         let mut command = redis::cmd("HMGET");
         command.arg(&key).arg(&SESSION_FIELDS);
-        let first: Result<Vec<Option<String>>, StoreError> = self
-            .call("lookup", async { command.query_async(&mut conn).await })
-            .await;
+        // The first read goes to the primary (unless replicas are read): past its breaker.
+        let first: Result<Vec<Option<String>>, StoreError> = if self.read_from_replicas {
+            self.call("lookup", async { command.query_async(&mut conn).await })
+                .await
+        } else {
+            self.past_breaker(&key, async { command.query_async(&mut conn).await })
+                .await
+        };
         let mut fields: Vec<Option<String>> = match first {
             Ok(fields) => fields,
             Err(error) => self.read_elsewhere(&command, &key, error).await?,
@@ -469,12 +530,12 @@ impl RedisStore {
     /// only when the primary does not answer (an answered revocation is held by a replica:
     /// `WAIT` after every revoking write, README "Consistency guarantees").
     async fn is_denied(&self, jti: &str) -> Result<bool, StoreError> {
-        let mut conn = self.connection.clone();
+        let mut conn = self.connection.get();
         let key = self.keys.deny(jti);
         let mut command = redis::cmd("EXISTS");
         command.arg(&key);
         let first: Result<redis::Value, StoreError> = self
-            .call("lookup", async {
+            .past_breaker(&key, async {
                 conn.route_command(command.clone(), on_primary(&key)).await
             })
             .await;
@@ -495,6 +556,28 @@ impl RedisStore {
         Ok(exists > 0)
     }
 
+    /// A lookup read on the primary of `key`'s slot, unless that node's breaker is open (then
+    /// it fails at once, and the caller reads the replica).
+    async fn past_breaker<T, F>(&self, key: &str, call: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, RedisError>>,
+    {
+        let Some(node) = self.connection.primary_of(key_slot(key.as_bytes())) else {
+            return self.call("lookup", call).await;
+        };
+        let admission = self.breakers.admit(&node);
+        if admission == Admission::Skip {
+            return Err(StoreError::Unavailable("breaker open".into()));
+        }
+        let result = self.call("lookup", call).await;
+        let answered = !matches!(
+            result,
+            Err(StoreError::Timeout | StoreError::Unavailable(_))
+        );
+        self.breakers.record(&node, admission, answered);
+        result
+    }
+
     /// A lookup read whose first node did not answer, asked of the other side of its shard:
     /// the replica when the primary was asked, the primary when a replica was. A reply the
     /// store could not read is not retried.
@@ -507,7 +590,7 @@ impl RedisStore {
         if matches!(first_error, StoreError::Corrupt(_)) {
             return Err(first_error);
         }
-        let mut conn = self.connection.clone();
+        let mut conn = self.connection.get();
         let (label, route) = if self.read_from_replicas {
             ("lookup_primary", on_primary(key))
         } else {
@@ -522,12 +605,12 @@ impl RedisStore {
     }
 
     async fn read_session(&self, sid: &str) -> Result<Option<(Session, String)>, StoreError> {
-        let mut conn = self.connection.clone();
         let key = self.keys.session(sid);
+        let key = key.as_str();
         let fields: Vec<Option<String>> = self
-            .call("session_read", async {
+            .call_idempotent("session_read", move |mut conn| async move {
                 redis::cmd("HMGET")
-                    .arg(&key)
+                    .arg(key)
                     .arg(&SESSION_FIELDS)
                     .arg("v")
                     .query_async(&mut conn)
@@ -568,26 +651,27 @@ impl SessionStore for RedisStore {
     async fn create(&self, session: NewSession) -> Result<(), StoreError> {
         let data =
             serde_json::to_string(&session.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut conn = self.connection.clone();
         let key = self.keys.session(&session.sid);
         let secret = session.secret.clone().unwrap_or_default();
+        let (key, secret, data, session) = (key.as_str(), secret.as_str(), data.as_str(), &session);
         let _: i64 = self
-            .call("session_create", async {
+            .call_idempotent("session_create", move |mut conn| async move {
                 self.create_session
-                    .key(&key)
+                    .key(key)
                     .arg(&session.sub)
-                    .arg(&data)
+                    .arg(data)
                     .arg(session.expires_at)
-                    .arg(&secret)
+                    .arg(secret)
                     .invoke_async(&mut conn)
                     .await
             })
             .await?;
         let subject_key = self.keys.subject(&session.sub);
+        let subject_key = subject_key.as_str();
         let _: i64 = self
-            .call("subject_index", async {
+            .call_idempotent("subject_index", move |mut conn| async move {
                 self.index_session
-                    .key(&subject_key)
+                    .key(subject_key)
                     .arg(&session.sid)
                     .arg(session.expires_at)
                     .invoke_async(&mut conn)
@@ -619,15 +703,20 @@ impl SessionStore for RedisStore {
             if data.len() > limits.max_session_bytes {
                 return Ok(PatchOutcome::TooLarge);
             }
-            let mut conn = self.connection.clone();
+            let (key, version, data, message) = (
+                key.as_str(),
+                version.as_str(),
+                data.as_str(),
+                message.as_str(),
+            );
             let written: i64 = self
-                .call("session_patch", async {
+                .call_idempotent("session_patch", move |mut conn| async move {
                     self.compare_and_set
-                        .key(&key)
-                        .arg(&version)
-                        .arg(&data)
+                        .key(key)
+                        .arg(version)
+                        .arg(data)
                         .arg(&self.feed_source.channel)
-                        .arg(&message)
+                        .arg(message)
                         .invoke_async(&mut conn)
                         .await
                 })
@@ -655,12 +744,12 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete_subject(&self, sub: &str) -> Result<(Vec<String>, Replication), StoreError> {
-        let mut conn = self.connection.clone();
         let subject_key = self.keys.subject(sub);
+        let subject_key = subject_key.as_str();
         let sids: Vec<String> = self
-            .call("subject_index", async {
+            .call_idempotent("subject_index", move |mut conn| async move {
                 redis::cmd("ZRANGE")
-                    .arg(&subject_key)
+                    .arg(subject_key)
                     .arg(0)
                     .arg(-1)
                     .query_async(&mut conn)
@@ -710,17 +799,17 @@ impl SessionStore for RedisStore {
     }
 
     async fn revoke(&self, jti: &str, until: u64) -> Result<Replication, StoreError> {
-        let mut conn = self.connection.clone();
         let key = self.keys.deny(jti);
         let message = encode(&Invalidation::TokenRevoked(jti.to_owned()));
         let until = until.min(MAX_UNIX_TIME);
+        let (key_ref, message) = (key.as_str(), message.as_str());
         let _: i64 = self
-            .call("revoke", async {
+            .call_idempotent("revoke", move |mut conn| async move {
                 self.revoke_token
-                    .key(&key)
+                    .key(key_ref)
                     .arg(until)
                     .arg(&self.feed_source.channel)
-                    .arg(&message)
+                    .arg(message)
                     .invoke_async(&mut conn)
                     .await
             })
@@ -729,9 +818,8 @@ impl SessionStore for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.connection.clone();
         let _: String = self
-            .call("ping", async {
+            .call_idempotent("ping", |mut conn| async move {
                 redis::cmd("PING").query_async(&mut conn).await
             })
             .await?;
