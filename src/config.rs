@@ -19,6 +19,7 @@ use crate::error::ConfigError;
 use crate::http::Limits;
 use crate::keys::jwks::JwksSpec;
 use crate::keys::{KeySet, PublicKeySpec};
+use crate::rules::Rules;
 use crate::store::StoreConfig;
 use crate::store::redis::{RedisConfig, RedisConfigError};
 use crate::verify::claim_headers::ClaimHeaders;
@@ -169,6 +170,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SIDECAR_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
 
+    /// Route rules (JSON): method and path of the original request (from the proxy) → public,
+    /// authenticated, or requirements on claims and session data.
+    #[arg(long, env = "SIDECAR_RULES_FILE")]
+    pub rules_file: Option<PathBuf>,
+
     /// Accept tokens whose header `kid` is a session id, signed with that session's own secret.
     #[arg(long, env = "SIDECAR_SESSION_KEYS")]
     pub session_keys: bool,
@@ -303,6 +309,8 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// Where the admin credential is read again from, every second.
     pub admin_token_file: Option<PathBuf>,
+    /// Route rules (`--rules-file`), checked at start-up.
+    pub rules: Option<Rules>,
     /// The HMAC secret, which also signs the tokens the session API issues.
     pub signing_secret: Option<Secret>,
     pub session_keys: bool,
@@ -333,6 +341,7 @@ impl Config {
             ClaimHeaders::default()
         });
         check_limits(args, &mut problems);
+        let rules = rules_from(args, &mut problems);
 
         match keys {
             Some(keys) if problems.is_empty() => Ok(Config {
@@ -355,6 +364,7 @@ impl Config {
                 token_cookie: args.token_cookie.clone(),
                 admin_token,
                 admin_token_file: args.admin_token_file.clone(),
+                rules,
                 signing_secret: secret.map(Secret),
                 session_keys: args.session_keys,
                 session_key_lookups_per_second: args.session_key_lookups_per_second,
@@ -523,6 +533,28 @@ fn admin_token_from(args: &ServeArgs, problems: &mut Vec<ConfigError>) -> Option
         ));
     }
     admin_token
+}
+
+/// The route rules of `--rules-file`: one problem per bad rule, each naming it.
+fn rules_from(args: &ServeArgs, problems: &mut Vec<ConfigError>) -> Option<Rules> {
+    let path = args.rules_file.as_ref()?;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            problems.push(ConfigError::new(
+                "--rules-file",
+                format!("cannot read {}: {e}", path.display()),
+            ));
+            return None;
+        }
+    };
+    Rules::parse(&text)
+        .map_err(|lines| {
+            problems.extend(lines.into_iter().map(|line| {
+                ConfigError::new("--rules-file", format!("{}: {line}", path.display()))
+            }));
+        })
+        .ok()
 }
 
 /// The cookie name, the cache bound and the request limits.

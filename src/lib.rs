@@ -17,6 +17,8 @@
 //! - [`invalidation`]: applies a store's feed of changes to the cache; distrust on feed loss.
 //! - [`metrics`]: every Prometheus metric.
 //! - [`mint`]: signing tokens (`token`, `--dev`, the session API).
+//! - [`rules`]: route rules (`--rules-file`): the original route from the proxy's headers, and
+//!   what it needs (public, any valid token, claims or session data).
 //! - [`error`]: typed errors and their one mapping to reasons and statuses.
 
 #![forbid(unsafe_code)]
@@ -33,6 +35,7 @@ pub mod invalidation;
 pub mod keys;
 pub mod metrics;
 pub mod mint;
+pub mod rules;
 pub mod sessions;
 pub mod store;
 pub mod verify;
@@ -75,6 +78,8 @@ pub struct App {
     pub(crate) session_ttl: Duration,
     /// Set on a shutdown signal: `/readyz` answers 503 and every answer closes its connection.
     pub(crate) draining: Arc<AtomicBool>,
+    /// Route rules for forward-auth (`--rules-file`); none: every request needs a valid token.
+    pub(crate) rules: Option<rules::Rules>,
 }
 
 /// What an [`App`] is made of (for [`Sidecar`], and for tests and fuzz targets that drive the
@@ -103,7 +108,14 @@ impl App {
             limits: parts.limits,
             session_ttl: parts.session_ttl,
             draining: Arc::new(AtomicBool::new(false)),
+            rules: None,
         }
+    }
+
+    /// The same app with route rules for forward-auth.
+    pub fn with_rules(mut self, rules: Option<rules::Rules>) -> App {
+        self.rules = rules;
+        self
     }
 
     /// The verifier (cache first, then signature, claims and store).
@@ -219,7 +231,10 @@ impl Sidecar {
             }),
         )
         .with_claim_headers(config.claim_headers);
-        let app = Arc::new(App::new(AppParts {
+        if let Some(rules) = &config.rules {
+            tracing::info!(rules = rules.len(), "route rules loaded (--rules-file)");
+        }
+        let app = App::new(AppParts {
             verifier,
             sessions: Sessions::new(store, cache, config.session_keys),
             metrics,
@@ -238,7 +253,8 @@ impl Sidecar {
             },
             limits: config.limits,
             session_ttl: config.session_ttl,
-        }));
+        });
+        let app = Arc::new(app.with_rules(config.rules));
         let api = bind_tcp(config.listen).await?;
         let admin = bind_tcp(config.metrics_listen).await?;
         let unix = match config.listen_unix {

@@ -10,11 +10,30 @@ use serde::Deserialize;
 use super::respond::{self, HttpResponse};
 use crate::App;
 use crate::error::{ApiError, Reason};
+use crate::rules::{Access, Route};
 use crate::verify::jwt::json_too_deep;
 use crate::verify::{Verdict, extract};
 
-/// `GET|HEAD|POST /verify[/...]`: headers for a proxy, or a `401`/`503`.
+/// `GET|HEAD|POST /verify[/...]`: headers for a proxy, or a `401`/`403`/`503`.
 pub async fn forward_auth(app: &App, request: &Request<Incoming>) -> HttpResponse {
+    // Route rules first: a public route looks at no token; the requirements of another are
+    // checked on the grant, after the (cached) decision, which they never change.
+    let requirements = match &app.rules {
+        None => None,
+        Some(rules) => match Route::of(request.method(), request.uri(), request.headers()) {
+            Err(error) => {
+                tracing::debug!(%error, "forward-auth route refused");
+                return respond::forbidden();
+            }
+            Ok(route) => match route.as_ref().map(|route| rules.access(route)) {
+                Some(Access::Public) => {
+                    return respond::public_route(app.verifier.claim_headers());
+                }
+                Some(Access::Require(requirements)) => Some(requirements),
+                Some(Access::Authenticated) | None => None,
+            },
+        },
+    };
     let token = match extract::token_from_headers(
         request.headers(),
         app.token_cookie.as_deref(),
@@ -27,7 +46,18 @@ pub async fn forward_auth(app: &App, request: &Request<Incoming>) -> HttpRespons
         }
     };
     match app.verifier.verify(token).await {
-        Verdict::Granted(grant) => respond::forward_auth_grant(&grant),
+        Verdict::Granted(grant) => match requirements {
+            Some(requirements) if !requirements.allow(&grant) => respond::forbidden(),
+            _ => {
+                let mut response = respond::forward_auth_grant(&grant);
+                respond::remove_unset_claim_headers(
+                    &mut response,
+                    &grant.claim_headers,
+                    app.verifier.claim_headers(),
+                );
+                response
+            }
+        },
         Verdict::Denied(reason) => app.rejections.reject(reason),
         Verdict::Unavailable => respond::unavailable(),
         Verdict::KeysUnavailable => respond::keys_unavailable(),

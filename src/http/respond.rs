@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::decision::Grant;
 use crate::error::{ApiError, Reason};
 use crate::store::Replication;
+use crate::verify::claim_headers::ClaimHeaders;
 
 /// The response type of every handler.
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -86,7 +87,7 @@ pub fn forward_auth_grant(grant: &Grant) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::new()));
     let headers = response.headers_mut();
     // One allocation for the headers, instead of growing the map as they are added.
-    headers.reserve(5 + grant.claim_headers.len());
+    headers.reserve(6 + grant.claim_headers.len());
     headers.insert(X_AUTH_SUBJECT, grant.claims.subject.clone());
     if let Some(sid) = &grant.claims.session_id {
         headers.insert(X_AUTH_SESSION_ID, sid.clone());
@@ -100,6 +101,99 @@ pub fn forward_auth_grant(grant: &Grant) -> HttpResponse {
     for (name, value) in &grant.claim_headers {
         headers.insert(name.clone(), value.clone());
     }
+    if let Some(unset) = unset_auth_headers(grant) {
+        headers.insert(ENVOY_AUTH_HEADERS_TO_REMOVE, unset);
+    }
+    headers.insert(CACHE_CONTROL, NO_STORE);
+    response
+}
+
+/// Envoy `ext_authz` (HTTP service) removes the request headers this names before the request
+/// goes upstream. Envoy only overwrites the headers an answer sets, so without it a client's own
+/// `X-Auth-Session-Id` would reach the app beside a stateless token's `X-Auth-Subject`: every
+/// forward-auth `200` names each `X-Auth-*` header it does not set. Other proxies ignore it.
+pub const ENVOY_AUTH_HEADERS_TO_REMOVE: HeaderName =
+    HeaderName::from_static("x-envoy-auth-headers-to-remove");
+
+/// Every `X-Auth-*` header the sidecar sets (the ones a public route's `200` removes).
+const ALL_AUTH_HEADERS: HeaderValue =
+    HeaderValue::from_static("x-auth-subject, x-auth-session-id, x-auth-claims, x-auth-session");
+
+/// The `X-Auth-*` headers a grant does not set, as one static value (no allocation on a hit).
+fn unset_auth_headers(grant: &Grant) -> Option<HeaderValue> {
+    let value = match (
+        grant.claims.session_id.is_some(),
+        grant.claims.payload.is_some(),
+        grant.session_header.is_some(),
+    ) {
+        (true, true, true) => return None,
+        (true, true, false) => "x-auth-session",
+        (true, false, true) => "x-auth-claims",
+        (true, false, false) => "x-auth-claims, x-auth-session",
+        (false, true, true) => "x-auth-session-id",
+        (false, true, false) => "x-auth-session-id, x-auth-session",
+        (false, false, true) => "x-auth-session-id, x-auth-claims",
+        (false, false, false) => "x-auth-session-id, x-auth-claims, x-auth-session",
+    };
+    Some(HeaderValue::from_static(value))
+}
+
+/// Adds each `--claim-header` header that `set` lacks (a claim the token does not carry) to
+/// the `x-envoy-auth-headers-to-remove` of a forward-auth `200`, so a client's own value of it
+/// does not reach the app through Envoy either. Allocates only when one is missing.
+pub fn remove_unset_claim_headers(
+    response: &mut HttpResponse,
+    set: &[(HeaderName, HeaderValue)],
+    configured: &ClaimHeaders,
+) {
+    let mut missing = configured
+        .names()
+        .filter(|name| !set.iter().any(|(header, _)| header == *name))
+        .peekable();
+    if missing.peek().is_none() {
+        return;
+    }
+    let headers = response.headers_mut();
+    let mut list = headers
+        .get(ENVOY_AUTH_HEADERS_TO_REMOVE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    for name in missing {
+        if !list.is_empty() {
+            list.push_str(", ");
+        }
+        list.push_str(name.as_str());
+    }
+    if let Ok(value) = HeaderValue::from_str(&list) {
+        headers.insert(ENVOY_AUTH_HEADERS_TO_REMOVE, value);
+    }
+}
+
+/// `200` for a `public` route (`--rules-file`): no token was looked at, so no `X-Auth-*` (nor
+/// `--claim-header`) header is set, and Envoy is told to remove any a client sent.
+pub fn public_route(configured: &ClaimHeaders) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    let headers = response.headers_mut();
+    headers.insert(ENVOY_AUTH_HEADERS_TO_REMOVE, ALL_AUTH_HEADERS);
+    headers.insert(CACHE_CONTROL, NO_STORE);
+    remove_unset_claim_headers(&mut response, &[], configured);
+    response
+}
+
+const FORBIDDEN_CHALLENGE: HeaderValue = HeaderValue::from_static(
+    r#"Bearer realm="session-sidecar", error="insufficient_scope", error_description="forbidden""#,
+);
+const FORBIDDEN_BODY: &[u8] = br#"{"active":false,"reason":"forbidden"}"#;
+
+/// `403` (RFC 6750 §3.1 `insufficient_scope`) with `{"active":false,"reason":"forbidden"}`: a
+/// valid token that the route's rule does not allow, or a route that cannot be read safely.
+pub fn forbidden() -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from_static(FORBIDDEN_BODY)));
+    *response.status_mut() = StatusCode::FORBIDDEN;
+    let headers = response.headers_mut();
+    headers.insert(WWW_AUTHENTICATE, FORBIDDEN_CHALLENGE);
+    headers.insert(CONTENT_TYPE, JSON);
     headers.insert(CACHE_CONTROL, NO_STORE);
     response
 }

@@ -83,6 +83,12 @@ impl ClaimHeaders {
         }
     }
 
+    /// The header names, in the order given (for the ones a grant did not set, which an
+    /// Envoy answer names for removal).
+    pub fn names(&self) -> impl Iterator<Item = &HeaderName> {
+        self.mappings.iter().map(|mapping| &mapping.header)
+    }
+
     /// Whether no claim is mapped (then nothing is rendered and the payload is not decoded).
     pub fn is_empty(&self) -> bool {
         self.mappings.is_empty()

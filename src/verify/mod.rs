@@ -90,6 +90,11 @@ impl Verifier {
         }
     }
 
+    /// The `--claim-header` mappings.
+    pub fn claim_headers(&self) -> &ClaimHeaders {
+        &self.claim_headers
+    }
+
     /// Renders these claims as headers of every grant whose claims are an issuer's word.
     pub fn with_claim_headers(mut self, claim_headers: ClaimHeaders) -> Self {
         self.claim_headers = claim_headers;
