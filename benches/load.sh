@@ -15,7 +15,7 @@ cargo build --release --quiet --bin session-sidecar --example bare_hyper --examp
 work="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
 
-head -c 32 /dev/urandom > "$work/secret"
+head -c 33 /dev/urandom | base64 > "$work/secret"  # printable: secret files are trimmed
 # Servers on CPU 1, the load generator on CPU 0: on a 2-core machine, letting them share both
 # cores makes the ratio swing by ±15 % from run to run.
 taskset -c 1 ./target/release/session-sidecar serve --jwt-secret-file "$work/secret" \
