@@ -194,6 +194,21 @@ static_resources:
 """
 
 
+def plot(results_json):
+    """Draws the results next to their JSON (benches/plot.py, matplotlib in a venv cache)."""
+    venv = os.path.expanduser("~/.cache/session-sidecar-bench/venv")
+    python = os.path.join(venv, "bin/python")
+    try:
+        if not os.path.exists(python):
+            run([sys.executable, "-m", "venv", venv])
+        run([python, "-m", "pip", "install", "-q", "matplotlib"])
+        target = os.path.join(os.path.dirname(results_json), "throughput.png")
+        run([python, os.path.join(ROOT, "benches/plot.py"), results_json, target])
+        print(f"plot: {target}")
+    except (subprocess.CalledProcessError, OSError) as error:
+        print(f"no plot: {error}", file=sys.stderr)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -364,6 +379,7 @@ def main():
         for name, value in ratios.items():
             print(f"{name}: {value:.2f}")
         print(f"sidecar cache hit ratio over the run: {results['sidecar_cache_hit_ratio']:.4f}")
+        plot(args.out)
         bad = [c for c in results["cases"] if c["non2xx"]]
         if bad:
             raise SystemExit(f"non-2xx answers in {[(c['mix'], c['server']) for c in bad]}")
