@@ -658,3 +658,36 @@ async fn a_node_added_and_resharded_to_under_load_fails_no_verification() {
     let exists = cluster.redis_cli(added.port(), &["EXISTS", &key]);
     assert_eq!(exists.trim(), "1", "the session moved to the new node");
 }
+
+/// Sidecars spread their feed subscriptions over the nodes (each starts at a random seed): a
+/// fleet on one node would make that node deliver every change to every sidecar.
+#[tokio::test(flavor = "multi_thread")]
+async fn feed_subscriptions_are_spread_over_the_nodes() {
+    let cluster = RedisCluster::shared();
+    let prefix = unique_prefix("spread");
+    let mut fleet = Vec::new();
+    for _ in 0..8 {
+        let sidecar = TestSidecar::start_on_cluster(cluster, &prefix, &[]).await;
+        sidecar
+            .wait_for_subscription(true, Duration::from_secs(10))
+            .await;
+        fleet.push(sidecar);
+    }
+    let channel = format!("{prefix}:invalidations");
+    let per_node: Vec<u64> = cluster
+        .live_ports()
+        .into_iter()
+        .map(|port| {
+            let out = cluster.redis_cli(port, &["PUBSUB", "NUMSUB", &channel]);
+            out.lines()
+                .nth(1)
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0)
+        })
+        .collect();
+    assert_eq!(per_node.iter().sum::<u64>(), 8, "{per_node:?}");
+    assert!(
+        per_node.iter().filter(|n| **n > 0).count() >= 2,
+        "every subscription on one node: {per_node:?}"
+    );
+}

@@ -96,7 +96,10 @@ pub fn start(source: FeedSource) -> FeedEvents {
 
 async fn run(source: FeedSource, events: mpsc::Sender<FeedEvent>) {
     let mut backoff = FIRST_BACKOFF;
-    let mut node = 0usize;
+    // Each sidecar starts at a random seed: a fleet started together (or all resubscribing
+    // after a node restart) spreads its subscriptions over the nodes instead of making the
+    // first seed deliver every message to every sidecar (benches/fleet.rs).
+    let mut node = rand::random_range(0..source.nodes.len().max(1));
     while !source.nodes.is_empty() {
         let info = &source.nodes[node % source.nodes.len()];
         node = node.wrapping_add(1);
