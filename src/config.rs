@@ -92,6 +92,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SIDECAR_REDIS_READ_FROM_REPLICAS")]
     pub redis_read_from_replicas: bool,
 
+    /// Also subscribe the invalidation feed to every primary (true|false): each change then
+    /// arrives straight from the node that published it, not over the cluster bus.
+    #[arg(
+        long,
+        env = "SIDECAR_REDIS_FEED_PER_PRIMARY",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub redis_feed_per_primary: bool,
+
     /// Prefix of every Redis key and of the invalidation channel (share it between sidecars
     /// that must see each other's sessions).
     #[arg(long, env = "SIDECAR_REDIS_KEY_PREFIX", default_value = "sidecar")]
@@ -496,6 +506,7 @@ fn store_from(args: &ServeArgs, problems: &mut Vec<ConfigError>) -> StoreConfig 
             username: args.redis_username.clone(),
             password,
             read_from_replicas: args.redis_read_from_replicas,
+            feed_per_primary: args.redis_feed_per_primary,
             connect_timeout: Duration::from_millis(args.redis_connect_timeout_ms.max(1)),
             command_timeout: Duration::from_millis(args.redis_command_timeout_ms.max(1)),
             replication_wait: Duration::from_millis(args.redis_replication_wait_ms),

@@ -659,35 +659,77 @@ async fn a_node_added_and_resharded_to_under_load_fails_no_verification() {
     assert_eq!(exists.trim(), "1", "the session moved to the new node");
 }
 
-/// Sidecars spread their feed subscriptions over the nodes (each starts at a random seed): a
-/// fleet on one node would make that node deliver every change to every sidecar.
+/// Each sidecar's feed subscribes through a random seed (its authority) and to every primary
+/// (accelerators: a message comes straight from the primary whose script published it, not
+/// over the cluster bus), and hands out each message once however many copies arrive.
 #[tokio::test(flavor = "multi_thread")]
-async fn feed_subscriptions_are_spread_over_the_nodes() {
+async fn the_feed_subscribes_to_every_primary_and_hands_out_each_change_once() {
     let cluster = RedisCluster::shared();
-    let prefix = unique_prefix("spread");
+    let prefix = unique_prefix("accel");
+    let channel = format!("{prefix}:invalidations");
     let mut fleet = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..4 {
         let sidecar = TestSidecar::start_on_cluster(cluster, &prefix, &[]).await;
         sidecar
             .wait_for_subscription(true, Duration::from_secs(10))
             .await;
         fleet.push(sidecar);
     }
-    let channel = format!("{prefix}:invalidations");
-    let per_node: Vec<u64> = cluster
-        .live_ports()
+    let numsub = |port: u16| -> u64 {
+        cluster
+            .redis_cli(port, &["PUBSUB", "NUMSUB", &channel])
+            .lines()
+            .nth(1)
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    // Every primary: one accelerator per sidecar (and maybe authorities).
+    let started = std::time::Instant::now();
+    while !cluster
+        .master_ports()
         .into_iter()
-        .map(|port| {
-            let out = cluster.redis_cli(port, &["PUBSUB", "NUMSUB", &channel]);
-            out.lines()
-                .nth(1)
-                .and_then(|n| n.trim().parse().ok())
-                .unwrap_or(0)
-        })
-        .collect();
-    assert_eq!(per_node.iter().sum::<u64>(), 8, "{per_node:?}");
-    assert!(
-        per_node.iter().filter(|n| **n > 0).count() >= 2,
-        "every subscription on one node: {per_node:?}"
-    );
+        .all(|port| numsub(port) >= 4)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "accelerators never subscribed to every primary"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let total: u64 = cluster.live_ports().into_iter().map(numsub).sum();
+    assert_eq!(total, 4 * (1 + cluster.master_ports().len() as u64));
+    // Without accelerators (--redis-feed-per-primary false): its one subscription only.
+    let lone =
+        TestSidecar::start_on_cluster(cluster, &prefix, &["--redis-feed-per-primary", "false"])
+            .await;
+    lone.wait_for_subscription(true, Duration::from_secs(10))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let with_lone: u64 = cluster.live_ports().into_iter().map(numsub).sum();
+    assert_eq!(with_lone, total + 1);
+
+    // 30 changes, each arriving four times or more: each is applied once.
+    let a = &fleet[0];
+    for i in 0..30 {
+        let (sid, _) = a.create_session(&format!("once{i}"), json!({})).await;
+        assert_eq!(a.delete_session(&sid).await, 204);
+    }
+    let received = r#"session_sidecar_invalidations_received_total{kind="session_deleted"}"#;
+    for sidecar in &fleet {
+        let started = std::time::Instant::now();
+        while sidecar.metric(received).await < 30.0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "changes missing"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Copies still on their way over the bus are dropped too.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            sidecar.metric(received).await,
+            30.0,
+            "a change applied twice"
+        );
+    }
 }

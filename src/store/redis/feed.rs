@@ -6,13 +6,28 @@
 //! on one channel from the same Lua script as the write; a Redis Cluster forwards a plain
 //! PUBLISH to every node, so a subscription to any one node hears every change. A message
 //! without its time (`d <sid>`) is read too. The time gives the propagation lag
-//! (`session_sidecar_invalidation_lag_seconds`). What the feed hears is handed out as
+//! (`session_sidecar_invalidation_lag_seconds`).
+//!
+//! One subscription, through a seed, is the feed's authority: it alone says `Subscribed` and
+//! `Lost`, so delivery is guaranteed or its loss is reported exactly as with one connection.
+//! Beside it, accelerators subscribe to every primary: a message reaches a node other than the
+//! one it was published on over the cluster bus, whose connections Redis 7.0 opens without
+//! `TCP_NODELAY` (a message can wait 40 ms for a delayed ACK there), while the primary whose
+//! script published it delivers it at once. The first copy of a timed message is handed out,
+//! later copies are dropped; an accelerator's failures are no loss (the authority still hears
+//! everything), and it never hands out an untimed message (which cannot be told from a later
+//! one with the same text). What the feed hears is handed out as
 //! [`FeedEvent`]s; what the cache does with them is [`crate::invalidation`]'s business.
 
-use std::time::Duration;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
+
+use super::topology::{SharedConnection, TOPOLOGY_CHECK_INTERVAL};
 
 pub use crate::store::now_micros;
 use crate::store::{FeedEvent, FeedEvents, FeedLoss, Invalidation};
@@ -27,6 +42,10 @@ const PING_TIMEOUT: Duration = Duration::from_millis(500);
 /// Changes the feed holds for its listener (a change is an id of at most 256 bytes: a few MiB
 /// at most). A listener this far behind makes the feed let go of its connection.
 pub const FEED_BUFFER: usize = 16_384;
+/// How long a handed-out message is remembered, to drop its later copies.
+const SEEN_FOR: Duration = Duration::from_secs(10);
+/// Most messages remembered (older ones are forgotten first).
+const SEEN_MAX: usize = 65_536;
 
 /// The wire form of a change, without its time.
 pub fn encode(change: &Invalidation) -> String {
@@ -85,16 +104,161 @@ pub struct FeedSource {
     /// The Redis password as it rotates: each (re)subscription authenticates with the current
     /// one.
     pub password: Option<tokio::sync::watch::Receiver<String>>,
+    /// The primaries, as the store's topology check last saw them: where accelerators
+    /// subscribe (`None`: no accelerators).
+    pub primaries: Option<Arc<SharedConnection>>,
 }
 
-/// Starts the feed task and returns its events. The task ends when the receiver is dropped.
+/// Which subscription a message came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The one whose state is the feed's: a full buffer is a loss.
+    Authority,
+    /// One of the subscriptions to the primaries: a copy it cannot hand out is dropped.
+    Accelerator,
+}
+
+/// Timed messages handed out lately, to drop their later copies.
+#[derive(Default)]
+struct Seen {
+    texts: HashSet<Arc<str>>,
+    order: VecDeque<(Instant, Arc<str>)>,
+}
+
+impl Seen {
+    fn contains(&self, text: &str) -> bool {
+        self.texts.contains(text)
+    }
+
+    fn remember(&mut self, text: &str) {
+        let now = Instant::now();
+        while let Some((at, oldest)) = self.order.front() {
+            if now.duration_since(*at) < SEEN_FOR && self.order.len() < SEEN_MAX {
+                break;
+            }
+            self.texts.remove(oldest);
+            self.order.pop_front();
+        }
+        let text: Arc<str> = Arc::from(text);
+        if self.texts.insert(Arc::clone(&text)) {
+            self.order.push_back((now, text));
+        }
+    }
+}
+
+/// What the subscriptions of one feed share: where events go, and what was handed out.
+#[derive(Clone)]
+struct Outlet {
+    events: mpsc::Sender<FeedEvent>,
+    seen: Arc<Mutex<Seen>>,
+}
+
+/// Starts the feed's tasks and returns its events. They end when the receiver is dropped.
 pub fn start(source: FeedSource) -> FeedEvents {
     let (events, receiver) = mpsc::channel(FEED_BUFFER);
-    tokio::spawn(run(source, events));
+    let outlet = Outlet {
+        events,
+        seen: Arc::new(Mutex::new(Seen::default())),
+    };
+    if source.primaries.is_some() {
+        tokio::spawn(accelerate(source.clone(), outlet.clone()));
+    }
+    tokio::spawn(run(source, outlet));
     receiver
 }
 
-async fn run(source: FeedSource, events: mpsc::Sender<FeedEvent>) {
+/// Keeps one accelerator subscribed to each primary, following the topology.
+async fn accelerate(source: FeedSource, outlet: Outlet) {
+    let Some(primaries) = source.primaries.clone() else {
+        return;
+    };
+    let Some(template) = source.nodes.first().cloned() else {
+        return;
+    };
+    let mut running: HashMap<Arc<str>, tokio::task::AbortHandle> = HashMap::new();
+    loop {
+        if outlet.events.is_closed() {
+            for task in running.values() {
+                task.abort();
+            }
+            return;
+        }
+        let wanted: HashSet<Arc<str>> = primaries.primaries().into_iter().collect();
+        running.retain(|address, task| {
+            let keep = wanted.contains(address);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for address in wanted {
+            if running.contains_key(&address) {
+                continue;
+            }
+            let Some(info) = info_for(&template, &address) else {
+                continue;
+            };
+            let task = tokio::spawn(accelerator(info, source.clone(), outlet.clone()));
+            running.insert(address, task.abort_handle());
+        }
+        // Until the topology check has answered once, look again soon.
+        let pause = if running.is_empty() {
+            Duration::from_millis(100)
+        } else {
+            TOPOLOGY_CHECK_INTERVAL
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// The seed's connection settings (credentials, TLS) for another node's `host:port`.
+fn info_for(template: &redis::ConnectionInfo, address: &str) -> Option<redis::ConnectionInfo> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let addr = match template.addr() {
+        redis::ConnectionAddr::Tcp(_, _) => redis::ConnectionAddr::Tcp(host.to_owned(), port),
+        redis::ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => redis::ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => return None,
+    };
+    Some(template.clone().set_addr(addr))
+}
+
+/// One accelerator: subscribed to one primary for as long as it is wanted, resubscribing
+/// with backoff. Nothing it does is a loss.
+async fn accelerator(info: redis::ConnectionInfo, source: FeedSource, outlet: Outlet) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match subscribe(&info, &source).await {
+            Ok(pubsub) => {
+                tracing::debug!(node = %info.addr(), "invalidation feed accelerator subscribed");
+                backoff = FIRST_BACKOFF;
+                if listen(pubsub, &outlet, Role::Accelerator).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::debug!(node = %info.addr(), %error, "accelerator cannot subscribe");
+            }
+        }
+        if outlet.events.is_closed() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn run(source: FeedSource, outlet: Outlet) {
+    let events = &outlet.events;
     let mut backoff = FIRST_BACKOFF;
     // Each sidecar starts at a random seed: a fleet started together (or all resubscribing
     // after a node restart) spreads its subscriptions over the nodes instead of making the
@@ -110,7 +274,7 @@ async fn run(source: FeedSource, events: mpsc::Sender<FeedEvent>) {
                     return;
                 }
                 backoff = FIRST_BACKOFF;
-                let Ok(loss) = listen(pubsub, &events).await else {
+                let Ok(loss) = listen(pubsub, &outlet, Role::Authority).await else {
                     return;
                 };
                 match loss {
@@ -176,6 +340,7 @@ async fn subscribe(
 }
 
 /// The receiver of the events is gone: the feed stops.
+#[derive(Debug)]
 struct Closed;
 
 /// Hands out messages until the connection ends or stops answering pings, or the listener
@@ -184,8 +349,10 @@ struct Closed;
 /// lets go of the connection (and all it buffered) when the listener cannot keep up.
 async fn listen(
     pubsub: redis::aio::PubSub,
-    events: &mpsc::Sender<FeedEvent>,
+    outlet: &Outlet,
+    role: Role,
 ) -> Result<FeedLoss, Closed> {
+    let events = &outlet.events;
     let (mut sink, mut stream) = pubsub.split();
     loop {
         match tokio::time::timeout(PING_INTERVAL, stream.next()).await {
@@ -194,7 +361,7 @@ async fn listen(
                     continue;
                 };
                 if let Some((change, published_at)) = decode_message(&text)
-                    && let Some(loss) = hand_over(events, change, published_at)?
+                    && let Some(loss) = hand_over(outlet, role, &text, change, published_at)?
                 {
                     return Ok(loss);
                 }
@@ -215,34 +382,68 @@ async fn listen(
     }
 }
 
-/// Hands a change to the listener without waiting: `Some(FellBehind)` when its buffer is full.
+/// Hands a change to the listener without waiting, unless a copy of it was handed out
+/// already: `Some(FellBehind)` when the buffer is full and the authority brought it (an
+/// accelerator's copy is dropped: the authority's will come).
 fn hand_over(
-    events: &mpsc::Sender<FeedEvent>,
+    outlet: &Outlet,
+    role: Role,
+    text: &str,
     change: Invalidation,
     published_at: Option<u64>,
 ) -> Result<Option<FeedLoss>, Closed> {
-    match events.try_send(FeedEvent::Change(change, published_at)) {
-        Ok(()) => Ok(None),
-        Err(mpsc::error::TrySendError::Full(_)) => Ok(Some(FeedLoss::FellBehind)),
+    if published_at.is_none() && role == Role::Accelerator {
+        return Ok(None);
+    }
+    let mut seen = outlet.seen.lock();
+    if published_at.is_some() && seen.contains(text) {
+        return Ok(None);
+    }
+    match outlet
+        .events
+        .try_send(FeedEvent::Change(change, published_at))
+    {
+        Ok(()) => {
+            if published_at.is_some() {
+                seen.remember(text);
+            }
+            Ok(None)
+        }
+        Err(mpsc::error::TrySendError::Full(_)) => Ok(match role {
+            Role::Authority => Some(FeedLoss::FellBehind),
+            Role::Accelerator => None,
+        }),
         Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{FeedLoss, decode, encode, hand_over};
+    use super::{FeedLoss, Outlet, Role, decode, encode, hand_over};
     use crate::store::{FeedEvent, Invalidation};
     use tokio::sync::mpsc;
 
+    fn outlet(capacity: usize) -> (Outlet, mpsc::Receiver<FeedEvent>) {
+        let (events, receiver) = mpsc::channel(capacity);
+        let outlet = Outlet {
+            events,
+            seen: Default::default(),
+        };
+        (outlet, receiver)
+    }
+
     #[test]
     fn a_full_buffer_is_a_loss_never_a_silent_drop_nor_a_wait() {
-        let (events, mut receiver) = mpsc::channel(2);
+        let (outlet, mut receiver) = outlet(2);
         let change = || Invalidation::SessionDeleted("s".into());
-        assert!(matches!(hand_over(&events, change(), None), Ok(None)));
-        assert!(matches!(hand_over(&events, change(), None), Ok(None)));
+        let authority = |text: &str| hand_over(&outlet, Role::Authority, text, change(), None);
+        assert!(matches!(authority("d s"), Ok(None)));
+        assert!(matches!(authority("d s"), Ok(None)));
+        assert!(matches!(authority("d s"), Ok(Some(FeedLoss::FellBehind))));
+        // An accelerator's copy that does not fit is dropped: the authority's brings the loss.
         assert!(matches!(
-            hand_over(&events, change(), None),
-            Ok(Some(FeedLoss::FellBehind))
+            hand_over(&outlet, Role::Accelerator, "d@1 s", change(), Some(1)),
+            Ok(None)
         ));
         assert_eq!(
             receiver.try_recv(),
@@ -250,7 +451,27 @@ mod tests {
             "what was handed over stays in order"
         );
         drop(receiver);
-        assert!(hand_over(&events, change(), None).is_err());
+        assert!(authority("d s").is_err());
+    }
+
+    #[test]
+    fn the_first_copy_of_a_timed_message_is_handed_out_and_later_ones_dropped() {
+        let (outlet, mut receiver) = outlet(8);
+        let change = || Invalidation::TokenRevoked("j".into());
+        // The accelerator's copy comes first; the authority's later copy is dropped.
+        hand_over(&outlet, Role::Accelerator, "r@5 j", change(), Some(5)).unwrap();
+        hand_over(&outlet, Role::Authority, "r@5 j", change(), Some(5)).unwrap();
+        // Another publication of the same id is another message.
+        hand_over(&outlet, Role::Authority, "r@6 j", change(), Some(6)).unwrap();
+        // Untimed messages: only the authority's, each of them (they cannot be told apart).
+        hand_over(&outlet, Role::Accelerator, "r j", change(), None).unwrap();
+        hand_over(&outlet, Role::Authority, "r j", change(), None).unwrap();
+        hand_over(&outlet, Role::Authority, "r j", change(), None).unwrap();
+        let mut got = Vec::new();
+        while let Ok(FeedEvent::Change(_, at)) = receiver.try_recv() {
+            got.push(at);
+        }
+        assert_eq!(got, [Some(5), Some(6), None, None]);
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct RedisConfig {
     pub username: Option<String>,
     pub password: Option<String>,
     pub read_from_replicas: bool,
+    /// The feed also subscribes to every primary (`--redis-feed-per-primary`).
+    pub feed_per_primary: bool,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
     /// Longest wait for a replica to acknowledge a revocation (`WAIT 1 <ms>`).
@@ -72,6 +74,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "[redacted]"))
             .field("read_from_replicas", &self.read_from_replicas)
+            .field("feed_per_primary", &self.feed_per_primary)
             .finish()
     }
 }
@@ -342,6 +345,7 @@ impl RedisStore {
             ca_pem: config.ca_pem.clone(),
             channel: keys.channel(),
             connect_timeout: config.connect_timeout,
+            primaries: config.feed_per_primary.then(|| Arc::clone(&connection)),
         };
         Ok(RedisStore {
             breakers: Breakers::new(Arc::clone(&metrics)),
@@ -961,6 +965,7 @@ mod config_tests {
             username: None,
             password: None,
             read_from_replicas: false,
+            feed_per_primary: true,
             connect_timeout: Duration::from_millis(500),
             command_timeout: Duration::from_millis(250),
             replication_wait: Duration::from_millis(100),

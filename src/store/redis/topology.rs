@@ -54,6 +54,18 @@ impl SharedConnection {
             .map(|(_, _, primary)| Arc::clone(primary))
     }
 
+    /// Every primary's address, as the last `CLUSTER SLOTS` said.
+    pub fn primaries(&self) -> Vec<Arc<str>> {
+        let owners = Arc::clone(&self.owners.read());
+        let mut primaries: Vec<Arc<str>> = Vec::new();
+        for (_, _, primary) in owners.iter() {
+            if !primaries.contains(primary) {
+                primaries.push(Arc::clone(primary));
+            }
+        }
+        primaries
+    }
+
     fn learn_owners(&self, ranges: &[Range]) {
         let owners: SlotOwners = ranges
             .iter()
