@@ -77,6 +77,18 @@ fn subscribed(metrics_port: u16) -> bool {
     support::metric_value(&text, "session_sidecar_invalidation_subscription_connected") == 1.0
 }
 
+/// The sidecar processes, killed however the bench ends (a panic included).
+struct Fleet(Vec<(Child, u16)>);
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for (child, _) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
@@ -96,26 +108,31 @@ fn main() {
     let secret = dir.path().join("secret");
     std::fs::write(&secret, "fleet-benchmark-secret-of-enough-bytes-0123456789").unwrap();
     let seeds = cluster.seed_urls().join(",");
-    let mut fleet: Vec<(Child, u16)> = (0..FLEET)
-        .map(|_| {
-            let metrics_port = free_port();
-            let child = Command::new(binary)
-                .args(["serve", "--jwt-secret-file"])
-                .arg(&secret)
-                .args(["--redis-nodes", &seeds, "--redis-key-prefix", "fleet"])
-                .args(["--listen", "127.0.0.1:0"])
-                .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
-                .stdout(Stdio::null())
-                .stderr(
-                    std::fs::File::create(dir.path().join(format!("sidecar-{metrics_port}.log")))
+    let mut fleet = Fleet(
+        (0..FLEET)
+            .map(|_| {
+                let metrics_port = free_port();
+                let child = Command::new(binary)
+                    .args(["serve", "--jwt-secret-file"])
+                    .arg(&secret)
+                    .args(["--redis-nodes", &seeds, "--redis-key-prefix", "fleet"])
+                    .args(["--listen", "127.0.0.1:0"])
+                    .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+                    .stdout(Stdio::null())
+                    .stderr(
+                        std::fs::File::create(
+                            dir.path().join(format!("sidecar-{metrics_port}.log")),
+                        )
                         .map(Stdio::from)
                         .unwrap_or_else(|_| Stdio::null()),
-                )
-                .spawn()
-                .expect("start a sidecar");
-            (child, metrics_port)
-        })
-        .collect();
+                    )
+                    .spawn()
+                    .expect("start a sidecar");
+                (child, metrics_port)
+            })
+            .collect(),
+    );
+    let fleet = &mut fleet.0;
     let started = Instant::now();
     while !fleet.iter().all(|(_, port)| subscribed(*port)) {
         assert!(
@@ -189,9 +206,5 @@ fn main() {
             median(&mut per_message),
             redis_cpu * 1e6 / published as f64
         );
-    }
-    for (child, _) in &mut fleet {
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
