@@ -615,6 +615,7 @@ mod tests {
             claims,
             session_header: None,
             claim_headers: Box::default(),
+            headers_to_remove: None,
         }));
         Arc::new(CachedDecision::new(decision, key, Instant::now(), 0))
     }

@@ -38,9 +38,35 @@ pub struct Grant {
     /// The `--claim-header` headers of this token's claims (empty, without allocation, when
     /// none is configured or its claims are not an issuer's word).
     pub claim_headers: Box<[(HeaderName, HeaderValue)]>,
+    /// `x-envoy-auth-headers-to-remove`: the headers the sidecar owns that this grant does not
+    /// set (rendered with the grant, see [`Grant::unset_headers`]); `None` when it sets all.
+    pub headers_to_remove: Option<HeaderValue>,
 }
 
 impl Grant {
+    /// The headers the forward-auth answer owns (`X-Auth-*` and the `--claim-header` names
+    /// given) that this grant does not set, as one header value: Envoy removes them from the
+    /// request, so a client's own value of one never reaches the app.
+    pub fn unset_headers<'a>(
+        &self,
+        claim_header_names: impl Iterator<Item = &'a HeaderName>,
+    ) -> Option<HeaderValue> {
+        let owned = [
+            ("x-auth-session-id", self.claims.session_id.is_some()),
+            ("x-auth-claims", self.claims.payload.is_some()),
+            ("x-auth-session", self.session_header.is_some()),
+        ];
+        let unset_owned = owned.iter().filter(|(_, set)| !set).map(|(name, _)| *name);
+        let unset_claims = claim_header_names
+            .filter(|name| !self.claim_headers.iter().any(|(set, _)| set == *name))
+            .map(HeaderName::as_str);
+        let list: Vec<&str> = unset_owned.chain(unset_claims).collect();
+        if list.is_empty() {
+            return None;
+        }
+        HeaderValue::from_str(&list.join(", ")).ok()
+    }
+
     /// Session id, for session-bound tokens.
     pub fn sid(&self) -> Option<&str> {
         self.claims.sid()
@@ -96,6 +122,7 @@ impl Decision {
                         + grant.claims.jti.as_ref().map_or(0, |jti| jti.len())
                         + optional(&grant.claims.payload)
                         + optional(&grant.session_header)
+                        + optional(&grant.headers_to_remove)
                         + grant
                             .claim_headers
                             .iter()

@@ -196,25 +196,6 @@ fn with_iss(mut value: Value, iss: &str) -> Value {
     value
 }
 
-async fn readyz(sidecar: &TestSidecar) -> u16 {
-    sidecar
-        .http
-        .get(format!("http://{}/readyz", sidecar.admin))
-        .send()
-        .await
-        .expect("readyz")
-        .status()
-        .as_u16()
-}
-
-async fn wait_ready(sidecar: &TestSidecar) {
-    let started = Instant::now();
-    while readyz(sidecar).await != 200 {
-        assert!(started.elapsed() < HANG, "the sidecar never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn tokens_signed_by_rsa_ec_and_ed25519_keys_of_the_jwks_verify() {
     let server = JwksServer::start(jwks(&[
@@ -226,7 +207,7 @@ async fn tokens_signed_by_rsa_ec_and_ed25519_keys_of_the_jwks_verify() {
     ]))
     .await;
     let sidecar = TestSidecar::start(&["--jwks-url", &server.url()]).await;
-    wait_ready(&sidecar).await;
+    sidecar.wait_ready(HANG).await;
     for (alg, file, kid) in [
         (Algorithm::RS256, "rsa.key", "rsa-1"),
         (Algorithm::ES256, "ec256.key", "ec-1"),
@@ -257,7 +238,7 @@ async fn tokens_signed_by_rsa_ec_and_ed25519_keys_of_the_jwks_verify() {
 async fn a_jwk_with_an_alg_refuses_tokens_of_another_alg() {
     let server = JwksServer::start(jwks(&[jwk(Algorithm::RS256, "rsa.key", "rsa-1")])).await;
     let sidecar = TestSidecar::start(&["--jwks-url", &server.url()]).await;
-    wait_ready(&sidecar).await;
+    sidecar.wait_ready(HANG).await;
     let (status, reason) = sidecar
         .verify_status(&token(
             Algorithm::PS256,
@@ -282,7 +263,7 @@ async fn a_jwk_with_an_alg_refuses_tokens_of_another_alg() {
 async fn a_rotated_key_verifies_on_its_first_request_after_one_refresh() {
     let server = JwksServer::start(jwks(&[jwk(Algorithm::RS256, "rsa.key", "old")])).await;
     let sidecar = TestSidecar::start(&["--jwks-url", &server.url()]).await;
-    wait_ready(&sidecar).await;
+    sidecar.wait_ready(HANG).await;
     let old = token(Algorithm::RS256, "rsa.key", "old", &fresh_claims("alice"));
     assert_eq!(sidecar.verify_status(&old).await.0, 200);
 
@@ -310,7 +291,7 @@ async fn a_rotated_key_verifies_on_its_first_request_after_one_refresh() {
 async fn a_flood_of_unknown_kids_costs_at_most_one_fetch_a_second() {
     let server = JwksServer::start(jwks(&[jwk(Algorithm::RS256, "rsa.key", "rsa-1")])).await;
     let sidecar = TestSidecar::start(&["--jwks-url", &server.url()]).await;
-    wait_ready(&sidecar).await;
+    sidecar.wait_ready(HANG).await;
     tokio::time::sleep(PAST_FETCH_INTERVAL).await;
     let before = server.requests();
     let started = Instant::now();
@@ -351,7 +332,7 @@ async fn a_provider_down_at_start_leaves_the_sidecar_unready_until_it_answers() 
     };
     let url = format!("http://{addr}/jwks");
     let sidecar = TestSidecar::start(&["--jwks-url", &url]).await;
-    assert_eq!(readyz(&sidecar).await, 503);
+    assert_eq!(sidecar.readyz().await, 503);
     let rsa = token(Algorithm::RS256, "rsa.key", "rsa-1", &fresh_claims("alice"));
     let (status, reason) = sidecar.verify_status(&rsa).await;
     assert_eq!((status, reason.as_deref()), (503, Some("keys_unavailable")));
@@ -366,7 +347,7 @@ async fn a_provider_down_at_start_leaves_the_sidecar_unready_until_it_answers() 
 
     let _server =
         JwksServer::start_on(addr, jwks(&[jwk(Algorithm::RS256, "rsa.key", "rsa-1")])).await;
-    wait_ready(&sidecar).await;
+    sidecar.wait_ready(HANG).await;
     assert_eq!(sidecar.verify_status(&rsa).await.0, 200);
     assert!(
         sidecar
@@ -380,7 +361,7 @@ async fn a_provider_down_at_start_leaves_the_sidecar_unready_until_it_answers() 
 async fn a_failing_refresh_keeps_the_last_good_keys() {
     let server = JwksServer::start(jwks(&[jwk(Algorithm::ES256, "ec256.key", "ec-1")])).await;
     let sidecar = TestSidecar::start(&["--jwks-url", &server.url()]).await;
-    wait_ready(&sidecar).await;
+    sidecar.wait_ready(HANG).await;
     for answer in [Answer::Status(500), Answer::Garbage] {
         server.answer(answer);
         tokio::time::sleep(PAST_FETCH_INTERVAL).await;
@@ -402,7 +383,7 @@ async fn a_failing_refresh_keeps_the_last_good_keys() {
             &fresh_claims("alice"),
         );
         assert_eq!(sidecar.verify_status(&known).await.0, 200);
-        assert_eq!(readyz(&sidecar).await, 200);
+        assert_eq!(sidecar.readyz().await, 200);
     }
     assert!(
         sidecar
@@ -431,7 +412,7 @@ async fn encryption_oct_and_broken_keys_are_not_used() {
     sig["use"] = json!("sig");
     let server = JwksServer::start(jwks(&[enc, oct, mismatched, broken, sig])).await;
     let sidecar = TestSidecar::start(&["--jwks-url", &server.url()]).await;
-    wait_ready(&sidecar).await;
+    sidecar.wait_ready(HANG).await;
 
     // The same RSA key, listed for signing, verifies: the others are refused for what they are.
     let good = token(Algorithm::RS256, "rsa.key", "sig", &fresh_claims("alice"));
@@ -473,7 +454,7 @@ async fn a_key_set_bound_to_an_issuer_verifies_only_that_issuers_tokens() {
         &format!("{iss_b}={}", b.url()),
     ])
     .await;
-    wait_ready(&sidecar).await;
+    sidecar.wait_ready(HANG).await;
     let of_a = token(
         Algorithm::RS256,
         "rsa.key",
@@ -603,7 +584,7 @@ async fn an_oidc_issuer_is_found_by_discovery_and_only_its_keys_verify_its_token
     let issuer = server.issuer();
     server.discovery(&issuer);
     let sidecar = TestSidecar::start(&["--oidc-issuer", &issuer]).await;
-    wait_ready(&sidecar).await;
+    sidecar.wait_ready(HANG).await;
 
     let provider = token(
         Algorithm::RS256,
@@ -665,13 +646,13 @@ async fn a_discovery_document_naming_another_issuer_is_refused() {
         assert!(started.elapsed() < HANG, "no failed discovery counted");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(readyz(&sidecar).await, 503);
+    assert_eq!(sidecar.readyz().await, 503);
     let (status, reason) = sidecar.verify_status(&provider).await;
     assert_eq!((status, reason.as_deref()), (503, Some("keys_unavailable")));
 
     // Once the document names the issuer, its keys load without a restart.
     server.discovery(&issuer);
-    wait_ready(&sidecar).await;
+    sidecar.wait_ready(HANG).await;
     assert_eq!(sidecar.verify_status(&provider).await.0, 200);
 }
 
@@ -689,7 +670,7 @@ async fn oversized_and_slow_jwks_answers_are_failed_fetches() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(readyz(&sidecar).await, 503);
+    assert_eq!(sidecar.readyz().await, 503);
 
     // Slower than the fetch bound (3 s): failed too, and the sidecar stays unready.
     let failed = sidecar.metric(errors).await;
@@ -705,14 +686,14 @@ async fn oversized_and_slow_jwks_answers_are_failed_fetches() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(readyz(&sidecar).await, 503);
+    assert_eq!(sidecar.readyz().await, 503);
 
     server.answer(Answer::Jwks(jwks(&[jwk(
         Algorithm::RS256,
         "rsa.key",
         "rsa-1",
     )])));
-    wait_ready(&sidecar).await;
+    sidecar.wait_ready(HANG).await;
     let rsa = token(Algorithm::RS256, "rsa.key", "rsa-1", &fresh_claims("alice"));
     assert_eq!(sidecar.verify_status(&rsa).await.0, 200);
 }
@@ -735,7 +716,7 @@ async fn claims_become_headers_nested_arrays_as_json_and_crlf_dropped() {
         "absent=X-Absent",
     ])
     .await;
-    wait_ready(&sidecar).await;
+    sidecar.wait_ready(HANG).await;
     let mut payload = fresh_claims("alice");
     payload["realm_access"] = json!({"roles": ["admin", "viewer"]});
     payload["email"] = json!("alice@example.com");
@@ -767,7 +748,7 @@ async fn claims_become_headers_nested_arrays_as_json_and_crlf_dropped() {
 async fn a_kid_a_refresh_did_not_find_is_not_fetched_for_again_at_once() {
     let server = JwksServer::start(jwks(&[jwk(Algorithm::RS256, "rsa.key", "rsa-1")])).await;
     let sidecar = TestSidecar::start(&["--jwks-url", &server.url()]).await;
-    wait_ready(&sidecar).await;
+    sidecar.wait_ready(HANG).await;
     let ghost = |kid: &str| token(Algorithm::RS256, "rsa.key", kid, &fresh_claims("g"));
 
     tokio::time::sleep(PAST_FETCH_INTERVAL).await;

@@ -215,23 +215,6 @@ async fn sidecar_for(issuers: &[&str], extra: &[&str]) -> TestSidecar {
     TestSidecar::start(&flags).await
 }
 
-async fn readyz(sidecar: &TestSidecar) -> u16 {
-    sidecar
-        .http
-        .get(format!("http://{}/readyz", sidecar.admin))
-        .send()
-        .await
-        .map_or(0, |r| r.status().as_u16())
-}
-
-async fn wait_ready(sidecar: &TestSidecar) {
-    let started = Instant::now();
-    while readyz(sidecar).await != 200 {
-        assert!(started.elapsed() < HANG, "the sidecar never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn key_set_age(metrics: &str, issuer: &str) -> f64 {
     support::metric_value(
         metrics,
@@ -256,7 +239,7 @@ async fn provider_tokens_signed_with_rsa_ec_and_ed25519_verify_and_map_claims() 
         ],
     )
     .await;
-    wait_ready(&sidecar).await;
+    sidecar.wait_ready(HANG).await;
     for alg in ["RS256", "ES256", "EdDSA"] {
         let token = provider.access_token(alg).await;
         let response = sidecar.verify(&token).await;
@@ -289,7 +272,7 @@ async fn a_rotated_key_verifies_at_once_and_the_old_one_while_it_is_listed() {
     let provider = OpenIdProvider::start(&modules).await;
     let issuer = provider.issuer();
     let sidecar = sidecar_for(&[&issuer], &[]).await;
-    wait_ready(&sidecar).await;
+    sidecar.wait_ready(HANG).await;
     assert_eq!(
         sidecar
             .verify_status(&provider.access_token("RS256").await)
@@ -322,7 +305,7 @@ async fn a_flood_of_made_up_kids_costs_the_provider_at_most_one_fetch_a_second()
     let provider = OpenIdProvider::start(&modules).await;
     let issuer = provider.issuer();
     let sidecar = sidecar_for(&[&issuer], &[]).await;
-    wait_ready(&sidecar).await;
+    sidecar.wait_ready(HANG).await;
     let genuine = provider.access_token("RS256").await;
     let payload = genuine.split('.').nth(1).unwrap().to_owned();
     let before = provider.jwks_requests().await;
@@ -367,13 +350,13 @@ async fn provider_down_last_keys_keep_working_and_a_new_sidecar_waits_for_it() {
     let mut provider = OpenIdProvider::start(&modules).await;
     let issuer = provider.issuer();
     let sidecar = sidecar_for(&[&issuer], &[]).await;
-    wait_ready(&sidecar).await;
+    sidecar.wait_ready(HANG).await;
     let minted = provider.access_token("ES256").await;
     provider.stop();
 
     assert_eq!(sidecar.verify_status(&minted).await.0, 200);
     assert_eq!(
-        readyz(&sidecar).await,
+        sidecar.readyz().await,
         200,
         "a provider outage made it unready"
     );
@@ -385,13 +368,13 @@ async fn provider_down_last_keys_keep_working_and_a_new_sidecar_waits_for_it() {
     // A sidecar started now cannot know the keys: unready, and no decision (not a 401).
     let newcomer = sidecar_for(&[&issuer], &[]).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(readyz(&newcomer).await, 503);
+    assert_eq!(newcomer.readyz().await, 503);
     assert_eq!(
         newcomer.verify_status(&minted).await,
         (503, Some("keys_unavailable".into()))
     );
     provider.run().await;
-    wait_ready(&newcomer).await;
+    newcomer.wait_ready(HANG).await;
     assert_eq!(newcomer.verify_status(&minted).await.0, 200);
 }
 
@@ -404,7 +387,7 @@ async fn two_issuers_each_verify_their_own_tokens_and_never_each_others() {
     );
     let (issuer_a, issuer_b) = (a.issuer(), b.issuer());
     let sidecar = sidecar_for(&[&issuer_a, &issuer_b], &[]).await;
-    wait_ready(&sidecar).await;
+    sidecar.wait_ready(HANG).await;
     assert_eq!(
         sidecar
             .verify_status(&a.access_token("RS256").await)

@@ -15,15 +15,6 @@ use support::*;
 
 const HANG: Duration = Duration::from_secs(30);
 
-async fn readyz(sidecar: &TestSidecar) -> u16 {
-    sidecar
-        .http
-        .get(format!("http://{}/readyz", sidecar.admin))
-        .send()
-        .await
-        .map_or(0, |r| r.status().as_u16())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sidecar_rides_out_a_whole_cluster_restart_and_heals_by_itself() {
     let own = RedisCluster::start();
@@ -50,7 +41,7 @@ async fn the_sidecar_rides_out_a_whole_cluster_restart_and_heals_by_itself() {
     );
     assert!(answered_in < HANG, "a miss hung for {answered_in:?}");
     let started = Instant::now();
-    while readyz(&b).await != 503 {
+    while b.readyz().await != 503 {
         assert!(
             started.elapsed() < HANG,
             "/readyz stayed ready without Redis"
@@ -63,7 +54,7 @@ async fn the_sidecar_rides_out_a_whole_cluster_restart_and_heals_by_itself() {
     let restarted = Instant::now();
     b.wait_for_status(&unseen, 200, HANG).await;
     let healed_in = restarted.elapsed();
-    while readyz(&b).await != 200 {
+    while b.readyz().await != 200 {
         assert!(restarted.elapsed() < HANG, "/readyz never ready again");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

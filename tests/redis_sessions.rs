@@ -10,6 +10,39 @@ use serde_json::{Value, json};
 use support::cluster::RedisCluster;
 use support::*;
 
+/// Verifications of some tokens, in a loop, while the cluster changes under them: how many
+/// answered `200`, and what every other answer was.
+struct VerifyLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(u32, Vec<String>)>,
+}
+
+impl VerifyLoad {
+    fn start(sidecar: &TestSidecar, tokens: Vec<String>) -> VerifyLoad {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (http, url, running) = (sidecar.http.clone(), sidecar.url("/verify"), stop.clone());
+        let task = tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !running.load(std::sync::atomic::Ordering::Relaxed) {
+                for token in &tokens {
+                    let response = http.get(&url).bearer_auth(token).send().await;
+                    match response.map(|r| r.status().as_u16()) {
+                        Ok(200) => ok += 1,
+                        other => failed.push(format!("{other:?}")),
+                    }
+                }
+            }
+            (ok, failed)
+        });
+        VerifyLoad { stop, task }
+    }
+
+    async fn stop(self) -> (u32, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.expect("the load task")
+    }
+}
+
 /// A hang guard for propagation: far above the 100 ms target, which the benchmark measures.
 const PROPAGATION_BOUND: Duration = Duration::from_secs(2);
 
@@ -271,26 +304,7 @@ async fn a_slot_migrating_under_load_fails_no_verification() {
         .find(|p| **p != from)
         .expect("another master");
 
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        let http = sidecar.http.clone();
-        let url = sidecar.url("/verify");
-        let tokens = [token.clone(), revocable.clone()];
-        tokio::spawn(async move {
-            let (mut ok, mut failed) = (0u32, Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                for token in &tokens {
-                    let response = http.get(&url).bearer_auth(token).send().await;
-                    match response.map(|r| r.status().as_u16()) {
-                        Ok(200) => ok += 1,
-                        other => failed.push(format!("{other:?}")),
-                    }
-                }
-            }
-            (ok, failed)
-        })
-    };
+    let load = VerifyLoad::start(&sidecar, vec![token.clone(), revocable.clone()]);
     tokio::time::sleep(Duration::from_millis(200)).await;
     cluster.begin_slot_migration(slot, to);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -299,8 +313,7 @@ async fn a_slot_migrating_under_load_fails_no_verification() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     cluster.finish_slot_migration(slot, to);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, failed) = load.await.unwrap();
+    let (ok, failed) = load.stop().await;
     assert!(
         failed.is_empty(),
         "{} failed verifications: {:?}",
@@ -621,23 +634,7 @@ async fn a_node_added_and_resharded_to_under_load_fails_no_verification() {
     let slot = RedisCluster::key_slot(&key);
     let added = cluster.add_master();
 
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        let http = sidecar.http.clone();
-        let url = sidecar.url("/verify");
-        tokio::spawn(async move {
-            let (mut ok, mut failed) = (0u32, Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let response = http.get(&url).bearer_auth(&token).send().await;
-                match response.map(|r| r.status().as_u16()) {
-                    Ok(200) => ok += 1,
-                    other => failed.push(format!("{other:?}")),
-                }
-            }
-            (ok, failed)
-        })
-    };
+    let load = VerifyLoad::start(&sidecar, vec![token]);
     tokio::time::sleep(Duration::from_millis(200)).await;
     cluster.begin_slot_migration(slot, added.port());
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -645,8 +642,7 @@ async fn a_node_added_and_resharded_to_under_load_fails_no_verification() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     cluster.finish_slot_migration(slot, added.port());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, failed) = load.await.unwrap();
+    let (ok, failed) = load.stop().await;
     assert!(
         failed.is_empty(),
         "{} failed verifications: {:?}",

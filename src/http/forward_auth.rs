@@ -48,15 +48,7 @@ pub async fn forward_auth(app: &App, request: &Request<Incoming>) -> HttpRespons
     match app.verifier.verify(token).await {
         Verdict::Granted(grant) => match requirements {
             Some(requirements) if !requirements.allow(&grant) => respond::forbidden(),
-            _ => {
-                let mut response = respond::forward_auth_grant(&grant);
-                respond::remove_unset_claim_headers(
-                    &mut response,
-                    &grant.claim_headers,
-                    app.verifier.claim_headers(),
-                );
-                response
-            }
+            _ => respond::forward_auth_grant(&grant),
         },
         Verdict::Denied(reason) => app.rejections.reject(reason),
         Verdict::Unavailable => respond::unavailable(),

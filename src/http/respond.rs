@@ -101,8 +101,8 @@ pub fn forward_auth_grant(grant: &Grant) -> HttpResponse {
     for (name, value) in &grant.claim_headers {
         headers.insert(name.clone(), value.clone());
     }
-    if let Some(unset) = unset_auth_headers(grant) {
-        headers.insert(ENVOY_AUTH_HEADERS_TO_REMOVE, unset);
+    if let Some(unset) = &grant.headers_to_remove {
+        headers.insert(ENVOY_AUTH_HEADERS_TO_REMOVE, unset.clone());
     }
     headers.insert(CACHE_CONTROL, NO_STORE);
     response
@@ -115,69 +115,16 @@ pub fn forward_auth_grant(grant: &Grant) -> HttpResponse {
 pub const ENVOY_AUTH_HEADERS_TO_REMOVE: HeaderName =
     HeaderName::from_static("x-envoy-auth-headers-to-remove");
 
-/// Every `X-Auth-*` header the sidecar sets (the ones a public route's `200` removes).
-const ALL_AUTH_HEADERS: HeaderValue =
-    HeaderValue::from_static("x-auth-subject, x-auth-session-id, x-auth-claims, x-auth-session");
-
-/// The `X-Auth-*` headers a grant does not set, as one static value (no allocation on a hit).
-fn unset_auth_headers(grant: &Grant) -> Option<HeaderValue> {
-    let value = match (
-        grant.claims.session_id.is_some(),
-        grant.claims.payload.is_some(),
-        grant.session_header.is_some(),
-    ) {
-        (true, true, true) => return None,
-        (true, true, false) => "x-auth-session",
-        (true, false, true) => "x-auth-claims",
-        (true, false, false) => "x-auth-claims, x-auth-session",
-        (false, true, true) => "x-auth-session-id",
-        (false, true, false) => "x-auth-session-id, x-auth-session",
-        (false, false, true) => "x-auth-session-id, x-auth-claims",
-        (false, false, false) => "x-auth-session-id, x-auth-claims, x-auth-session",
-    };
-    Some(HeaderValue::from_static(value))
-}
-
-/// Adds each `--claim-header` header that `set` lacks (a claim the token does not carry) to
-/// the `x-envoy-auth-headers-to-remove` of a forward-auth `200`, so a client's own value of it
-/// does not reach the app through Envoy either. Allocates only when one is missing.
-pub fn remove_unset_claim_headers(
-    response: &mut HttpResponse,
-    set: &[(HeaderName, HeaderValue)],
-    configured: &ClaimHeaders,
-) {
-    let mut missing = configured
-        .names()
-        .filter(|name| !set.iter().any(|(header, _)| header == *name))
-        .peekable();
-    if missing.peek().is_none() {
-        return;
-    }
-    let headers = response.headers_mut();
-    let mut list = headers
-        .get(ENVOY_AUTH_HEADERS_TO_REMOVE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    for name in missing {
-        if !list.is_empty() {
-            list.push_str(", ");
-        }
-        list.push_str(name.as_str());
-    }
-    if let Ok(value) = HeaderValue::from_str(&list) {
-        headers.insert(ENVOY_AUTH_HEADERS_TO_REMOVE, value);
-    }
-}
-
 /// `200` for a `public` route (`--rules-file`): no token was looked at, so no `X-Auth-*` (nor
 /// `--claim-header`) header is set, and Envoy is told to remove any a client sent.
 pub fn public_route(configured: &ClaimHeaders) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::new()));
     let headers = response.headers_mut();
-    headers.insert(ENVOY_AUTH_HEADERS_TO_REMOVE, ALL_AUTH_HEADERS);
+    headers.insert(
+        ENVOY_AUTH_HEADERS_TO_REMOVE,
+        configured.all_auth_headers().clone(),
+    );
     headers.insert(CACHE_CONTROL, NO_STORE);
-    remove_unset_claim_headers(&mut response, &[], configured);
     response
 }
 

@@ -47,10 +47,25 @@ struct ClaimHeader {
     header: HeaderName,
 }
 
+/// Every `X-Auth-*` header the forward-auth answer owns.
+const AUTH_HEADERS: &str = "x-auth-subject, x-auth-session-id, x-auth-claims, x-auth-session";
+
 /// The `--claim-header` mappings, in the order given.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClaimHeaders {
     mappings: Vec<ClaimHeader>,
+    /// Every header the forward-auth answer owns, `X-Auth-*` and these (for the
+    /// `x-envoy-auth-headers-to-remove` of an answer that sets none), rendered once.
+    all_auth_headers: HeaderValue,
+}
+
+impl Default for ClaimHeaders {
+    fn default() -> Self {
+        ClaimHeaders {
+            mappings: Vec::new(),
+            all_auth_headers: HeaderValue::from_static(AUTH_HEADERS),
+        }
+    }
 }
 
 /// Headers rendered from a payload, and how many values were dropped.
@@ -77,7 +92,18 @@ impl ClaimHeaders {
             }
         }
         if problems.is_empty() {
-            Ok(ClaimHeaders { mappings })
+            let mut all = AUTH_HEADERS.to_owned();
+            for mapping in &mappings {
+                all.push_str(", ");
+                all.push_str(mapping.header.as_str());
+            }
+            // Header names are tokens: the list is always a valid value.
+            let all_auth_headers = HeaderValue::from_str(&all)
+                .unwrap_or_else(|_| HeaderValue::from_static(AUTH_HEADERS));
+            Ok(ClaimHeaders {
+                mappings,
+                all_auth_headers,
+            })
         } else {
             Err(problems)
         }
@@ -87,6 +113,11 @@ impl ClaimHeaders {
     /// Envoy answer names for removal).
     pub fn names(&self) -> impl Iterator<Item = &HeaderName> {
         self.mappings.iter().map(|mapping| &mapping.header)
+    }
+
+    /// Every header the forward-auth answer owns, as one header value.
+    pub fn all_auth_headers(&self) -> &HeaderValue {
+        &self.all_auth_headers
     }
 
     /// Whether no claim is mapped (then nothing is rendered and the payload is not decoded).

@@ -298,6 +298,7 @@ impl Verifier {
             }
             grant.claim_headers = rendered.headers;
         }
+        grant.headers_to_remove = grant.unset_headers(self.claim_headers.names());
         let mut until = until_unix(grant.claims.exp);
         if let Some(session) = &session {
             until = until.min(until_unix(session.expires_at));
@@ -346,5 +347,6 @@ fn grant(claims: VerifiedClaims, session: Option<&Session>) -> Option<Grant> {
         session_header,
         claims,
         claim_headers: Box::default(),
+        headers_to_remove: None,
     })
 }

@@ -259,7 +259,7 @@ impl RedisCluster {
 
     /// Cluster hash slot of `key`: CRC16 (XMODEM) of the key or of its `{hash tag}`, mod 16384.
     pub fn key_slot(key: &str) -> u16 {
-        slot_of(key.as_bytes())
+        session_sidecar::store::redis::breaker::key_slot(key.as_bytes())
     }
 
     /// Runs `redis-cli -h 127.0.0.1 -p PORT ARGS...` and returns its stdout.
@@ -1273,29 +1273,3 @@ fn report(msg: &str, nodes: &[Node], create_output: &str) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Hash slots
-
-fn slot_of(key: &[u8]) -> u16 {
-    let hashed = match key.iter().position(|&b| b == b'{') {
-        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
-            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
-            _ => key,
-        },
-        None => key,
-    };
-    crc16_xmodem(hashed) % SLOTS as u16
-}
-
-fn crc16_xmodem(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in data {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
-}

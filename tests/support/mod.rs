@@ -421,17 +421,20 @@ pub fn session_keyed_token(sid: &str, secret: &[u8], sub: &str, jti: Option<&str
 }
 
 impl TestSidecar {
+    /// The status of `/readyz` (0 when it does not answer).
+    pub async fn readyz(&self) -> u16 {
+        self.http
+            .get(format!("http://{}/readyz", self.admin))
+            .send()
+            .await
+            .map_or(0, |r| r.status().as_u16())
+    }
+
     /// Waits until `/readyz` answers 200 (keys loaded, store reachable), at most `bound`.
     pub async fn wait_ready(&self, bound: Duration) {
         let started = std::time::Instant::now();
         loop {
-            let status = self
-                .http
-                .get(format!("http://{}/readyz", self.admin))
-                .send()
-                .await
-                .map_or(0, |r| r.status().as_u16());
-            if status == 200 {
+            if self.readyz().await == 200 {
                 return;
             }
             assert!(started.elapsed() < bound, "not ready within {bound:?}");
