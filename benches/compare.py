@@ -16,7 +16,13 @@ and drives each with the same wrk script on the same tokens: one token; 1,000 se
 in rotation; a Zipf mix (s = 1) over 100,000 distinct stateless tokens. Every pair of
 configurations is measured in interleaved short rounds; the table reports medians:
 requests/s, p50/p99 latency, server CPU per 1,000 requests, RSS, and the ratios SPEC §8 names.
-Writes the results as JSON. Needs wrk (apt-get install wrk) and taskset.
+Then latency against offered load: the sidecar (1,000 session tokens in rotation) and bare
+hyper, each paced at 10 to 90 % of the sidecar's peak by an open-loop generator
+(examples/paced_load.rs, latency from each request's scheduled time). Then, unless
+--no-memory, the memory benchmark (cargo bench --bench memory): RSS against cached entries up
+to 1,000,000, and the cache held to its default 64 MiB budget.
+Writes the results as JSON and draws the plots beside it (benches/plot.py). Needs wrk
+(apt-get install wrk) and taskset.
 """
 
 import argparse
@@ -194,6 +200,30 @@ static_resources:
 """
 
 
+PACED_CONNECTIONS = 16
+
+
+def paced(url, rate, seconds, token):
+    """Open-loop latency at `rate` requests/s with `token`: examples/paced_load.rs on the load
+    CPU, over PACED_CONNECTIONS keep-alive connections."""
+    address = url.split("/")[2]
+    path = "/" + url.split("/", 3)[3]
+    out = run(["taskset", "-c", LOAD_CPU, os.path.join(ROOT, "target/release/examples/paced_load"),
+               address, path, str(rate), str(seconds), str(PACED_CONNECTIONS), token],
+              capture_output=True, text=True).stdout
+    fields = dict(re.findall(r"(\w+)=([\d.]+)", out.splitlines()[-1]))
+    return {key: float(value) for key, value in fields.items()}
+
+
+def memory(results_dir):
+    """The memory benchmark: RSS against cached entries (unbounded cache, every entry weighed),
+    then the default 64 MiB budget filled past its limit."""
+    for name, extra in (("memory.json", []), ("memory-budget.json", ["--budget-mib", "64"])):
+        out = os.path.join(results_dir, name)
+        run(["cargo", "bench", "--quiet", "--bench", "memory", "--", "1000000", "--json", out]
+            + extra, cwd=ROOT)
+
+
 def plot(results_json):
     """Draws the results next to their JSON (benches/plot.py, matplotlib in a venv cache)."""
     venv = os.path.expanduser("~/.cache/session-sidecar-bench/venv")
@@ -202,9 +232,7 @@ def plot(results_json):
         if not os.path.exists(python):
             run([sys.executable, "-m", "venv", venv])
         run([python, "-m", "pip", "install", "-q", "matplotlib"])
-        target = os.path.join(os.path.dirname(results_json), "throughput.png")
-        run([python, os.path.join(ROOT, "benches/plot.py"), results_json, target])
-        print(f"plot: {target}")
+        run([python, os.path.join(ROOT, "benches/plot.py"), os.path.dirname(results_json)])
     except (subprocess.CalledProcessError, OSError) as error:
         print(f"no plot: {error}", file=sys.stderr)
 
@@ -214,10 +242,12 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--out", default=os.path.join(ROOT, "benches/results/compare.json"))
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the memory benchmark (about 3 minutes)")
     args = parser.parse_args()
 
     run(["cargo", "build", "--release", "--quiet", "--bin", "session-sidecar",
-         "--example", "bare_hyper"], cwd=ROOT)
+         "--example", "bare_hyper", "--example", "paced_load"], cwd=ROOT)
     env = subprocess.run([os.path.join(ROOT, "scripts/install-proxies")],
                          capture_output=True, text=True, cwd=ROOT).stdout
     envoy_bin = dict(re.findall(r"export (SIDECAR_TEST_\w+)=(\S+)", env)).get("SIDECAR_TEST_ENVOY")
@@ -366,6 +396,22 @@ def main():
                     by[(mix_name, "sidecar")]["rps"] / envoy_best)
         results["ratios"] = ratios
 
+        # Latency against offered load, paced (open loop): the sidecar on a session token (the
+        # answer whose header bytes bare hyper sends) and bare hyper, at fractions of the
+        # sidecar's peak on the rotation mix.
+        peak = by[("1,000 session tokens in rotation", "sidecar")]["rps"]
+        results["latency_vs_load"] = []
+        for fraction in (0.1, 0.25, 0.5, 0.75, 0.9):
+            rate = int(peak * fraction)
+            for name in ("sidecar", "bare hyper"):
+                process, url = servers[name]
+                point = paced(url, rate, args.seconds, sessions[0])
+                point.update({"server": name, "fraction_of_peak": fraction, "rate": rate})
+                results["latency_vs_load"].append(point)
+                print(f"paced {name:12} {rate:>8} req/s ({fraction:.0%} of the sidecar's "
+                      f"peak): p50 {point['p50_us']:.0f} µs, p99 {point['p99_us']:.0f} µs, "
+                      f"errors {point['errors']}", flush=True)
+
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)
@@ -379,6 +425,8 @@ def main():
         for name, value in ratios.items():
             print(f"{name}: {value:.2f}")
         print(f"sidecar cache hit ratio over the run: {results['sidecar_cache_hit_ratio']:.4f}")
+        if not args.no_memory:
+            memory(os.path.dirname(args.out))
         plot(args.out)
         bad = [c for c in results["cases"] if c["non2xx"]]
         if bad:

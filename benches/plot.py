@@ -1,11 +1,19 @@
 #!/usr/bin/env python3
-"""Plots what benches/compare.py measured: throughput and server CPU per request by mix and
-server, from its JSON. Needs matplotlib (compare.py installs it into a venv cache and runs this).
+"""Plots what benches/compare.py measured, from the JSON files in a results directory. Needs
+matplotlib (compare.py installs it into a venv cache and runs this).
 
-    plot.py benches/results/compare.json benches/results/throughput.png
+    plot.py benches/results
+
+Draws, each when its data is there:
+  - throughput.png: throughput and server CPU per request by mix and server (compare.json);
+  - latency.png: p50 and p99 latency against offered load, sidecar and bare hyper
+    (compare.json, "latency_vs_load");
+  - memory.png: resident set growth and weighed bytes against cached entries, unbounded and
+    with the default 64 MiB budget (memory.json, memory-budget.json).
 """
 
 import json
+import os
 import sys
 
 import matplotlib
@@ -13,10 +21,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+MIB = 1024 * 1024
 
-def main():
-    source, target = sys.argv[1], sys.argv[2]
-    results = json.load(open(source))
+
+def throughput(results, target):
     mixes = list(dict.fromkeys(c["mix"] for c in results["cases"]))
     servers = list(dict.fromkeys(c["server"] for c in results["cases"]))
     by = {(c["mix"], c["server"]): c for c in results["cases"]}
@@ -40,6 +48,81 @@ def main():
                     f"other, {results['connections']} connections")
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     figure.savefig(target, dpi=90)
+
+
+def latency(results, target):
+    points = results["latency_vs_load"]
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for server, style in (("sidecar", "-o"), ("bare hyper", "--s")):
+        mine = sorted((p for p in points if p["server"] == server), key=lambda p: p["rate"])
+        rates = [p["rate"] / 1000 for p in mine]
+        for key, label in (("p50_us", "p50"), ("p99_us", "p99")):
+            axes.plot(rates, [p[key] / 1000 for p in mine], style,
+                      label=f"{server} {label}", alpha=1.0 if label == "p99" else 0.6)
+    axes.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
+    axes.text(0.02, 1.02, "SPEC §8: p99 < 1 ms at half load", transform=axes.get_yaxis_transform(),
+              fontsize=8, color="grey")
+    axes.set_yscale("log")
+    axes.set_xlabel("offered load (thousand requests/s, paced, open loop)")
+    axes.set_ylabel("latency from the scheduled time (ms)")
+    axes.set_title(f"Latency against offered load, {results['date']} "
+                   "(server on one core, generator on the other)")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(target, dpi=90)
+
+
+def memory(unbounded, budget, target):
+    figure, (left, right) = plt.subplots(1, 2, figsize=(14, 5))
+    if unbounded:
+        points = unbounded["points"]
+        entries = [p["entries"] / 1000 for p in points]
+        left.plot(entries, [p["rss_growth_bytes"] / MIB for p in points], "-o",
+                  label="resident set growth")
+        left.plot(entries, [p["weighted_bytes"] / MIB for p in points], "--",
+                  label="weighed by the cache")
+        left.axhline(512, color="grey", linewidth=0.8, linestyle=":")
+        left.text(5, 520, "SPEC §8: 1,000,000 under 512 MiB", fontsize=8, color="grey")
+        left.set_xlabel("cached session grants (thousands)")
+        left.set_ylabel("MiB")
+        left.set_title("Unbounded cache: memory against cached entries")
+        left.legend(fontsize=8)
+    if budget:
+        points = budget["points"]
+        verified = [p["verified"] / 1000 for p in points]
+        right.plot(verified, [p["rss_growth_bytes"] / MIB for p in points], "-o",
+                   label="resident set growth")
+        right.plot(verified, [p["weighted_bytes"] / MIB for p in points], "--",
+                   label="weighed by the cache")
+        mib = budget["budget_mib"]
+        right.axhspan(mib * 0.9, mib * 1.1, color="green", alpha=0.1,
+                      label=f"{mib} MiB ± 10 %")
+        right.set_ylim(0, mib * 1.5)
+        right.set_xlabel("distinct session tokens verified (thousands)")
+        right.set_ylabel("MiB")
+        right.set_title(f"--cache-max-bytes {mib} MiB: memory as tokens keep coming")
+        right.legend(fontsize=8)
+    figure.suptitle("cargo bench --bench memory (in process, one answer per grant)")
+    figure.tight_layout()
+    figure.savefig(target, dpi=90)
+
+
+def load(directory, name):
+    path = os.path.join(directory, name)
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
+def main():
+    directory = sys.argv[1]
+    results = load(directory, "compare.json")
+    if results:
+        throughput(results, os.path.join(directory, "throughput.png"))
+        if results.get("latency_vs_load"):
+            latency(results, os.path.join(directory, "latency.png"))
+    unbounded, budget = load(directory, "memory.json"), load(directory, "memory-budget.json")
+    if unbounded or budget:
+        memory(unbounded, budget, os.path.join(directory, "memory.png"))
+    print(f"plots in {directory}")
 
 
 if __name__ == "__main__":

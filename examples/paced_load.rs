@@ -99,6 +99,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pct(0.999),
         all[all.len() - 1]
     );
+    // The same, for scripts (benches/compare.py).
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "requests={} errors={errors} p50_us={:.1} p90_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1}",
+        all.len(),
+        us(pct(0.50)),
+        us(pct(0.90)),
+        us(pct(0.99)),
+        us(pct(0.999)),
+        us(all[all.len() - 1])
+    );
     Ok(())
 }
 

@@ -368,13 +368,13 @@ impl Requirements {
     /// Whether a grant satisfies every requirement. The claims are those an issuer signed
     /// (`X-Auth-Claims`); a token signed with a per-session key has none, so it satisfies
     /// no claim requirement.
-    pub fn allow(&self, grant: &Grant) -> bool {
+    pub fn allow(&self, grant: &Grant, token: &str) -> bool {
         let needs_claims = !self.scope.is_empty()
             || !self.roles.is_empty()
             || self.aud.is_some()
             || !self.claims.is_empty();
         let claims = if needs_claims {
-            match decode(grant.claims.payload.as_ref().map(|v| v.as_bytes())) {
+            match decode(grant.claims.passed_payload(token).map(str::as_bytes)) {
                 Some(claims) => claims,
                 None => return false,
             }

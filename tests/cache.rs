@@ -128,16 +128,18 @@ async fn deleting_a_session_evicts_its_cached_grant_at_once() {
 }
 
 /// `--cache-max-bytes` bounds what the cache holds, weighed honestly: each entry weighs at
-/// least the claims it keeps (here 2 KB each), and the cache stays within the budget however
-/// many distinct tokens arrive.
+/// least the session data it keeps (here 2 KB each), and the cache stays within the budget
+/// however many distinct tokens arrive.
 #[tokio::test(flavor = "multi_thread")]
 async fn cache_max_bytes_bounds_the_cache() {
     let budget: u64 = 1024 * 1024;
     let sidecar = TestSidecar::start(&["--cache-max-bytes", &budget.to_string()]).await;
     let filler = "x".repeat(2048);
-    let tokens = 1500;
+    let tokens = 1000;
     for i in 0..tokens {
-        let token = hs256(&json!({"sub": format!("b{i}"), "exp": now() + 600, "pad": filler}));
+        let (_, token) = sidecar
+            .create_session(&format!("b{i}"), json!({ "pad": filler }))
+            .await;
         assert_eq!(sidecar.verify(&token).await.status(), 200);
     }
     let bytes = sidecar.metric("session_sidecar_cache_bytes").await;
@@ -152,7 +154,36 @@ async fn cache_max_bytes_bounds_the_cache() {
     );
     assert!(
         bytes / entries >= 2048.0,
-        "an entry that keeps 2 KB of claims weighs {} bytes",
+        "an entry that keeps 2 KB of session data weighs {} bytes",
+        bytes / entries
+    );
+}
+
+/// The payload is not kept in the cache: a hit copies `X-Auth-Claims` from the request's own
+/// token (the same text, since the cache key is a digest of all of it), so 2 KB of claims do
+/// not make an entry weigh 2 KB, and the answer of a hit still carries them exactly.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cached_grant_does_not_keep_the_payload_and_a_hit_still_sends_it() {
+    let sidecar = TestSidecar::start(&[]).await;
+    let filler = "x".repeat(2048);
+    for i in 0..20 {
+        let token = hs256(&json!({"sub": format!("p{i}"), "exp": now() + 600, "pad": filler}));
+        let payload = token.split('.').nth(1).expect("payload").to_owned();
+        for _ in 0..2 {
+            let response = sidecar.verify(&token).await;
+            assert_eq!(response.status(), 200);
+            assert_eq!(
+                response.headers()["x-auth-claims"].to_str().ok(),
+                Some(payload.as_str())
+            );
+        }
+    }
+    assert!(sidecar.metric("session_sidecar_cache_hits_total").await >= 20.0);
+    let bytes = sidecar.metric("session_sidecar_cache_bytes").await;
+    let entries = sidecar.metric("session_sidecar_cache_entries").await;
+    assert!(
+        entries > 0.0 && bytes / entries < 2048.0,
+        "an entry weighs {} bytes: the 2 KB payload was kept",
         bytes / entries
     );
 }

@@ -14,36 +14,6 @@ use tokio::sync::Mutex;
 /// Serializes the tests of this binary: command counts are cluster-wide.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
-/// Commands that verification could cost (everything but cluster housekeeping and pub/sub).
-fn data_commands(stats: &HashMap<String, u64>) -> u64 {
-    stats
-        .iter()
-        .filter(|(name, _)| {
-            !matches!(
-                name.as_str(),
-                "cluster|slots"
-                    | "cluster|nodes"
-                    | "cluster|shards"
-                    | "cluster|info"
-                    | "info"
-                    | "ping"
-                    | "subscribe"
-                    | "client|setinfo"
-                    | "client|setname"
-                    | "hello"
-                    | "config|resetstat"
-                    | "command"
-                    | "command|docs"
-                    | "readonly"
-                    | "replconf"
-                    | "psync"
-                    | "sync"
-            )
-        })
-        .map(|(_, calls)| calls)
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_warm_cache_makes_almost_no_redis_commands() {
     let _serial = ONE_AT_A_TIME.lock().await;
@@ -66,7 +36,7 @@ async fn a_warm_cache_makes_almost_no_redis_commands() {
             assert_eq!(sidecar.verify(token).await.status(), 200, "round {round}");
         }
     }
-    let commands = data_commands(&cluster.commandstats());
+    let commands = cluster::data_commands(&cluster.commandstats());
     // On the first, cold verification of each token: its session (HMGET) and its jti's deny
     // key (EXISTS), sent at once; nothing after.
     assert!(
@@ -97,7 +67,7 @@ async fn concurrent_misses_for_one_token_make_one_lookup() {
     // One lookup: the session once and the deny key once, not 64 of either.
     assert_eq!(stats.get("hmget").copied().unwrap_or(0), 1, "{stats:?}");
     assert_eq!(stats.get("exists").copied().unwrap_or(0), 1, "{stats:?}");
-    assert_eq!(data_commands(&stats), 2, "{stats:?}");
+    assert_eq!(cluster::data_commands(&stats), 2, "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -117,7 +87,7 @@ async fn stateless_tokens_without_jti_never_touch_redis() {
         );
     }
     let stats = cluster.commandstats();
-    assert_eq!(data_commands(&stats), 0, "{stats:?}");
+    assert_eq!(cluster::data_commands(&stats), 0, "{stats:?}");
     // With a jti: one EXISTS per token on the miss.
     let with_jti = hs256(&json!({"sub": "s", "exp": now() + 60, "jti": format!("{prefix}-1")}));
     for _ in 0..5 {
@@ -276,7 +246,7 @@ async fn an_idle_feed_stays_subscribed_and_the_warm_cache_stays_warm() {
     assert_eq!(sidecar.verify(&token).await.status(), 200);
     let stats = cluster.commandstats();
     assert_eq!(
-        data_commands(&stats),
+        cluster::data_commands(&stats),
         0,
         "the warm token went back to Redis: {stats:?}"
     );

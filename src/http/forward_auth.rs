@@ -47,8 +47,8 @@ pub async fn forward_auth(app: &App, request: &Request<Incoming>) -> HttpRespons
     };
     match app.verifier.verify(token).await {
         Verdict::Granted(grant) => match requirements {
-            Some(requirements) if !requirements.allow(&grant) => respond::forbidden(),
-            _ => respond::forward_auth_grant(&grant),
+            Some(requirements) if !requirements.allow(&grant, token) => respond::forbidden(),
+            _ => respond::forward_auth_grant(&grant, token),
         },
         Verdict::Denied(reason) => app.rejections.reject(reason),
         Verdict::Unavailable => respond::unavailable(),
@@ -101,7 +101,7 @@ pub async fn introspect(app: &App, request: Request<Incoming>) -> HttpResponse {
         }
     };
     match app.verifier.verify(&token).await {
-        Verdict::Granted(grant) => respond::introspection_grant(&grant),
+        Verdict::Granted(grant) => respond::introspection_grant(&grant, &token),
         Verdict::Denied(reason) => app.rejections.reject(reason),
         Verdict::Unavailable => respond::unavailable(),
         Verdict::KeysUnavailable => respond::keys_unavailable(),

@@ -82,8 +82,9 @@ impl Default for Rejections {
     }
 }
 
-/// `200` with the forward-auth headers of a grant and an empty body.
-pub fn forward_auth_grant(grant: &Grant) -> HttpResponse {
+/// `200` with the forward-auth headers of a grant and an empty body; `token` is the token the
+/// grant was decided on (its payload segment is `X-Auth-Claims`).
+pub fn forward_auth_grant(grant: &Grant, token: &str) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::new()));
     let headers = response.headers_mut();
     // One allocation for the headers, instead of growing the map as they are added.
@@ -92,8 +93,12 @@ pub fn forward_auth_grant(grant: &Grant) -> HttpResponse {
     if let Some(sid) = &grant.claims.session_id {
         headers.insert(X_AUTH_SESSION_ID, sid.clone());
     }
-    if let Some(payload) = &grant.claims.payload {
-        headers.insert(X_AUTH_CLAIMS, payload.clone());
+    // Copied from the request (the one allocation a hit makes beside the response itself): a
+    // cached grant does not keep it (README, "Memory"). Base64url always is a header value.
+    if let Some(payload) = grant.claims.passed_payload(token)
+        && let Ok(payload) = HeaderValue::from_str(payload)
+    {
+        headers.insert(X_AUTH_CLAIMS, payload);
     }
     if let Some(session) = &grant.session_header {
         headers.insert(X_AUTH_SESSION, session.clone());
@@ -145,18 +150,18 @@ pub fn forbidden() -> HttpResponse {
     response
 }
 
-/// `200` with the introspection body of a grant (SPEC §3.2).
-pub fn introspection_grant(grant: &Grant) -> HttpResponse {
-    json(StatusCode::OK, &introspection_body(grant))
+/// `200` with the introspection body of a grant on `token` (SPEC §3.2).
+pub fn introspection_grant(grant: &Grant, token: &str) -> HttpResponse {
+    json(StatusCode::OK, &introspection_body(grant, token))
 }
 
-/// The introspection body of a grant (SPEC §3.2).
-pub fn introspection_body(grant: &Grant) -> Value {
+/// The introspection body of a grant on `token` (SPEC §3.2).
+pub fn introspection_body(grant: &Grant, token: &str) -> Value {
     let mut body = serde_json::json!({
         "active": true,
         "sub": grant.claims.sub(),
         "exp": grant.claims.exp,
-        "claims": grant.claims.payload_json(),
+        "claims": grant.claims.payload_json(token),
     });
     if let (Some(sid), Some(session), Value::Object(map)) =
         (grant.sid(), &grant.session_header, &mut body)

@@ -44,32 +44,38 @@ pub struct ClaimRules {
 }
 
 /// The claims of a token whose signature and registered claims were verified: what the
-/// sidecar needs of them, and the payload itself once, as it came.
+/// sidecar needs of them, as the header values they become. The payload itself is not kept:
+/// it is the token's own second segment, re-sliced from the token whenever it is needed
+/// ([`payload_segment`]), which is the same text on every cache hit (the cache key is a digest
+/// of the whole token).
 #[derive(Debug, Clone)]
 pub struct VerifiedClaims {
     /// `sub`, kept as the `X-Auth-Subject` header value it becomes.
     pub subject: HeaderValue,
     /// `sid`, kept as the `X-Auth-Session-Id` header value it becomes.
     pub session_id: Option<HeaderValue>,
-    pub jti: Option<Box<str>>,
+    /// `jti` (a valid id: visible ASCII, so a header value too).
+    pub jti: Option<HeaderValue>,
     pub exp: u64,
-    /// The payload segment as it came: base64url, no padding, of the payload JSON. It is the
-    /// `X-Auth-Claims` header value as it is, and introspection decodes it again. `None` for a
-    /// token signed with a per-session key: its claims are not an issuer's word (SPEC §3.3).
-    pub payload: Option<HeaderValue>,
+    /// Whether the payload is an issuer's word, passed on as `X-Auth-Claims` and mapped to
+    /// `--claim-header`s. `false` for a token signed with a per-session key (SPEC §3.3).
+    pub issuer_claims: bool,
 }
 
 impl VerifiedClaims {
     /// The `sub` claim.
     pub fn sub(&self) -> &str {
-        std::str::from_utf8(self.subject.as_bytes()).unwrap_or_default()
+        text(&self.subject)
     }
 
     /// The `sid` claim, for session-bound tokens.
     pub fn sid(&self) -> Option<&str> {
-        self.session_id
-            .as_ref()
-            .map(|sid| std::str::from_utf8(sid.as_bytes()).unwrap_or_default())
+        self.session_id.as_ref().map(text)
+    }
+
+    /// The `jti` claim, when the token has one.
+    pub fn jti(&self) -> Option<&str> {
+        self.jti.as_ref().map(text)
     }
 
     /// Binds the token to a session (per-session keys: the `kid`), when it names none itself.
@@ -80,21 +86,37 @@ impl VerifiedClaims {
 
     /// Keeps the payload from being passed on as claims (a per-session key signed it).
     pub fn withhold_payload(&mut self) {
-        self.payload = None;
+        self.issuer_claims = false;
     }
 
-    /// The payload as JSON (for introspection; the hot path never parses it): `{}` when it is
-    /// withheld.
-    pub fn payload_json(&self) -> Value {
-        let Some(payload) = &self.payload else {
+    /// The payload segment of `token` (the token these claims were verified from) when it is
+    /// passed on as the issuer's claims: the `X-Auth-Claims` value.
+    pub fn passed_payload<'t>(&self, token: &'t str) -> Option<&'t str> {
+        self.issuer_claims.then(|| payload_segment(token)).flatten()
+    }
+
+    /// The payload of `token` as JSON (for introspection and route rules; the hot path never
+    /// parses it): `{}` when it is withheld.
+    pub fn payload_json(&self, token: &str) -> Value {
+        let Some(payload) = self.passed_payload(token) else {
             return Value::Object(Map::new());
         };
         URL_SAFE_NO_PAD
-            .decode(payload.as_bytes())
+            .decode(payload)
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or(Value::Null)
     }
+}
+
+/// The payload segment of a compact JWT: what lies between its first and second dot.
+pub fn payload_segment(token: &str) -> Option<&str> {
+    token.split('.').nth(1)
+}
+
+/// A header value the sidecar made from a checked string, as that string.
+fn text(value: &HeaderValue) -> &str {
+    std::str::from_utf8(value.as_bytes()).unwrap_or_default()
 }
 
 /// Why a token was not verified by [`JwtVerifier::verify_token`].
@@ -364,7 +386,7 @@ impl JwtVerifier {
         validations: &HashMap<Algorithm, Validation>,
     ) -> Result<VerifiedClaims, Reason> {
         let validation = validations.get(&alg).ok_or(Reason::AlgorithmNotAllowed)?;
-        let payload_segment = token.split('.').nth(1).ok_or(Reason::Malformed)?;
+        let payload_segment = payload_segment(token).ok_or(Reason::Malformed)?;
         // Parsed here first, strictly (depth, unique member names), so that jsonwebtoken's
         // own parse, which keeps the last of duplicate members, cannot see other claims.
         let claims = decode_object(payload_segment, self.max_json_depth)?;
@@ -378,7 +400,7 @@ impl JwtVerifier {
         }
         jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
             .map_err(|e| Reason::from(&e))?;
-        claims_from(claims, payload_segment)
+        claims_from(claims)
     }
 
     /// The `jti` of a token, read WITHOUT verification: only to ask the store for the deny-list
@@ -386,7 +408,7 @@ impl JwtVerifier {
     /// unreadable payload or a `jti` that is not a valid id is `malformed`, before the store
     /// is asked anything.
     pub fn unverified_jti(&self, token: &str) -> Result<Option<Box<str>>, Reason> {
-        let segment = token.split('.').nth(1).ok_or(Reason::Malformed)?;
+        let segment = payload_segment(token).ok_or(Reason::Malformed)?;
         let claims = decode_object(segment, self.max_json_depth)?;
         optional_id(&claims, "jti")
     }
@@ -529,10 +551,7 @@ fn validation_for(alg: Algorithm, rules: &ClaimRules) -> Validation {
     validation
 }
 
-fn claims_from(
-    claims: Map<String, Value>,
-    payload_segment: &str,
-) -> Result<VerifiedClaims, Reason> {
+fn claims_from(claims: Map<String, Value>) -> Result<VerifiedClaims, Reason> {
     let sub = match claims.get("sub") {
         Some(Value::String(sub)) if valid_subject(sub) => {
             HeaderValue::from_str(sub).map_err(|_| Reason::Malformed)?
@@ -551,12 +570,16 @@ fn claims_from(
         Some(sid) => Some(HeaderValue::from_str(&sid).map_err(|_| Reason::Malformed)?),
         None => None,
     };
+    let jti = match optional_id(&claims, "jti")? {
+        Some(jti) => Some(HeaderValue::from_str(&jti).map_err(|_| Reason::Malformed)?),
+        None => None,
+    };
     Ok(VerifiedClaims {
         subject: sub,
         session_id,
-        jti: optional_id(&claims, "jti")?,
+        jti,
         exp,
-        payload: Some(HeaderValue::from_str(payload_segment).map_err(|_| Reason::Malformed)?),
+        issuer_claims: true,
     })
 }
 

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hyper::header::HeaderValue;
 use jsonwebtoken::AlgorithmFamily;
 
 use crate::cache::{CachedDecision, DecisionCache, Freshness, TokenKey};
@@ -118,7 +117,7 @@ impl Verifier {
         let (verdict, hit) = match self.cache.get(key).await {
             Some((entry, Freshness::Trusted)) => (Verdict::of(&entry), true),
             Some((_, Freshness::Rejected(reason))) => (Verdict::Denied(reason), true),
-            Some((entry, Freshness::Recheck)) => (self.recheck(entry).await, false),
+            Some((entry, Freshness::Recheck)) => (self.recheck(entry, token).await, false),
             None => {
                 let computed = self
                     .cache
@@ -170,7 +169,7 @@ impl Verifier {
             Err(Unverified::KeysUnavailable) => return Err(Undecidable::KeysUnavailable),
         };
         let lookup = self.lookup_for(&claims).await?;
-        Ok(self.decide(claims, lookup, key, epoch))
+        Ok(self.decide(claims, token, lookup, key, epoch))
     }
 
     /// A token whose `kid` is a session id, signed with that session's own secret: the store is
@@ -230,15 +229,15 @@ impl Verifier {
                 }
             }
         }
-        if claims.jti != jti {
+        if claims.jti() != jti.as_deref() {
             return Ok(self.deny(Reason::Malformed, key, epoch));
         }
         claims.withhold_payload();
-        Ok(self.decide(claims, lookup, key, epoch))
+        Ok(self.decide(claims, token, lookup, key, epoch))
     }
 
     /// Asks the store again about a cached grant whose session changed or whose feed was lost.
-    async fn recheck(&self, entry: Arc<CachedDecision>) -> Verdict {
+    async fn recheck(&self, entry: Arc<CachedDecision>, token: &str) -> Verdict {
         let Decision::Grant(grant) = &entry.decision else {
             return Verdict::of(&entry);
         };
@@ -247,7 +246,7 @@ impl Verifier {
         match self.lookup_for(&grant.claims).await {
             Ok(lookup) => {
                 let key = entry.key();
-                let fresh = self.decide(grant.claims.clone(), lookup, key, epoch);
+                let fresh = self.decide(grant.claims.clone(), token, lookup, key, epoch);
                 Verdict::of(&*self.cache.replace(fresh, started).await)
             }
             Err(_) => {
@@ -260,19 +259,21 @@ impl Verifier {
     }
 
     async fn lookup_for(&self, claims: &VerifiedClaims) -> Result<Lookup, StoreError> {
-        if claims.sid().is_none() && claims.jti.is_none() {
+        if claims.sid().is_none() && claims.jti().is_none() {
             return Ok(Lookup::default());
         }
         let query = LookupQuery {
             sid: claims.sid(),
-            jti: claims.jti.as_deref(),
+            jti: claims.jti(),
         };
         self.store.lookup(query).await
     }
 
+    /// The decision on `token`, whose `claims` were verified, given what the store said.
     fn decide(
         &self,
         claims: VerifiedClaims,
+        token: &str,
         lookup: Lookup,
         key: TokenKey,
         epoch: u64,
@@ -291,8 +292,8 @@ impl Verifier {
             return self.deny(Reason::Malformed, key, epoch);
         };
         // Only an issuer's claims are mapped: a per-session key's payload is withheld.
-        if !self.claim_headers.is_empty() && grant.claims.payload.is_some() {
-            let rendered = self.claim_headers.render(&grant.claims.payload_json());
+        if !self.claim_headers.is_empty() && grant.claims.issuer_claims {
+            let rendered = self.claim_headers.render(&grant.claims.payload_json(token));
             if rendered.dropped > 0 {
                 self.metrics.claim_headers_dropped(rendered.dropped);
             }
@@ -337,16 +338,8 @@ fn until_unix(at: u64) -> Duration {
 /// Builds a grant, rendering its headers; `None` when a value cannot be a header.
 fn grant(claims: VerifiedClaims, session: Option<&Session>) -> Option<Grant> {
     let session_header = match session {
-        Some(session) => {
-            let json = serde_json::to_vec(&session.data).ok()?;
-            Some(HeaderValue::from_str(&URL_SAFE_NO_PAD.encode(json)).ok()?)
-        }
+        Some(session) => Some(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&session.data).ok()?)),
         None => None,
     };
-    Some(Grant {
-        session_header,
-        claims,
-        claim_headers: Box::default(),
-        headers_to_remove: None,
-    })
+    Grant::new(claims, session_header.as_deref())
 }

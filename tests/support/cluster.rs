@@ -1273,3 +1273,33 @@ fn report(msg: &str, nodes: &[Node], create_output: &str) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Hash slots
+
+/// Commands that verification could cost (everything but cluster housekeeping and pub/sub).
+pub fn data_commands(stats: &HashMap<String, u64>) -> u64 {
+    stats
+        .iter()
+        .filter(|(name, _)| {
+            !matches!(
+                name.as_str(),
+                "cluster|slots"
+                    | "cluster|nodes"
+                    | "cluster|shards"
+                    | "cluster|info"
+                    | "info"
+                    | "ping"
+                    | "subscribe"
+                    | "client|setinfo"
+                    | "client|setname"
+                    | "hello"
+                    | "config|resetstat"
+                    | "command"
+                    | "command|docs"
+                    | "readonly"
+                    | "replconf"
+                    | "psync"
+                    | "sync"
+            )
+        })
+        .map(|(_, calls)| calls)
+        .sum()
+}
