@@ -70,8 +70,15 @@ macro_rules! listed {
 listed! {
     /// Every kind of token a sidecar honours that a revocation can concern.
     enum TokenKind {
-        /// Minted by `POST /v1/sessions`: HS256 with `sub`, `sid`, `jti`, `exp`.
+        /// Minted by `POST /v1/sessions`: HS256 with `sub`, `sid`, `jti`, `exp` (its `jti`
+        /// names its session: `<sid>.<random>`).
         SessionBound,
+        /// HS256 with the `--jwt-secret-file` secret, bound to one session (`sid`) with a `jti`
+        /// that names another live session (`<other sid>.x`): a revocation of that id is also
+        /// written into the other session, and this token must still see it.
+        SessionBoundForeignJti,
+        /// Stateless HS256 whose `jti` names a live session (`<sid>.x`).
+        StatelessSessionShapedJti,
         /// Header `kid` = session id, signed with the session's own secret (`--session-keys`),
         /// payload with `sid` (= `kid`) and `jti`.
         SessionKeyWithSid,
@@ -126,7 +133,7 @@ fn expectation(kind: TokenKind, revocation: Revocation) -> Expectation {
         // A token id is deny-listed in one place whatever kind of token carries it, and every
         // verification of a token with a `jti` reads that place: revoking by `jti` works for
         // every kind, with or without a `sid` (README "Consistency guarantees").
-        TokenKind::SessionBound => match revocation {
+        TokenKind::SessionBound | TokenKind::SessionBoundForeignJti => match revocation {
             DeleteSession | LogoutEverywhere | RevokeByToken | RevokeByJti | RevokeByJtiAndSid => {
                 Applicable
             }
@@ -138,7 +145,10 @@ fn expectation(kind: TokenKind, revocation: Revocation) -> Expectation {
                 Applicable
             }
         },
-        TokenKind::StatelessHs256 | TokenKind::StatelessEs256 | TokenKind::Provider => {
+        TokenKind::StatelessHs256
+        | TokenKind::StatelessEs256
+        | TokenKind::StatelessSessionShapedJti
+        | TokenKind::Provider => {
             match revocation {
                 // No session, no subject index: nothing to delete.
                 DeleteSession | LogoutEverywhere => NotApplicable,
@@ -187,7 +197,35 @@ async fn mint(a: &TestSidecar, kind: TokenKind, sub: &str) -> Minted {
                 token,
             }
         }
-        TokenKind::SessionKeyWithSid => keyed(a, sub, jti, exp, true).await,
+        TokenKind::SessionBoundForeignJti => {
+            let (sid, _) = a.create_session(sub, json!({"pair": sub})).await;
+            // Another subject's session: log-out-everywhere of this one counts one session.
+            let (other, _) = a.create_session(&format!("{sub}-other"), json!({})).await;
+            let jti = format!("{other}.x");
+            let mut claims = stateless(Some(&jti));
+            claims["sid"] = json!(sid);
+            Minted {
+                token: hs256(&claims),
+                sid: Some(sid),
+                jti: Some(jti),
+                exp,
+            }
+        }
+        TokenKind::StatelessSessionShapedJti => {
+            let (other, _) = a.create_session(&format!("{sub}-other"), json!({})).await;
+            let jti = format!("{other}.x");
+            Minted {
+                token: hs256(&stateless(Some(&jti))),
+                sid: None,
+                jti: Some(jti),
+                exp,
+            }
+        }
+        // Its `jti` names its own session, as the sidecar's own ids do.
+        TokenKind::SessionKeyWithSid => {
+            let (sid, secret) = a.create_keyed_session(sub).await;
+            keyed_with(sid, secret, sub, None, exp, true)
+        }
         TokenKind::SessionKeyWithoutSid => keyed(a, sub, jti, exp, false).await,
         TokenKind::StatelessHs256 => Minted {
             token: hs256(&stateless(Some(&jti))),
@@ -234,6 +272,19 @@ async fn mint(a: &TestSidecar, kind: TokenKind, sub: &str) -> Minted {
 /// without a `sid` claim. (`support::session_keyed_token` has no `sid` claim and a 60 s `exp`.)
 async fn keyed(a: &TestSidecar, sub: &str, jti: String, exp: u64, with_sid: bool) -> Minted {
     let (sid, secret) = a.create_keyed_session(sub).await;
+    keyed_with(sid, secret, sub, Some(jti), exp, with_sid)
+}
+
+/// A per-session-key token of session `sid`; its `jti` is `<sid>.k` when none is given.
+fn keyed_with(
+    sid: String,
+    secret: Vec<u8>,
+    sub: &str,
+    jti: Option<String>,
+    exp: u64,
+    with_sid: bool,
+) -> Minted {
+    let jti = jti.unwrap_or_else(|| format!("{sid}.k"));
     let mut claims = json!({"sub": sub, "exp": exp, "iat": now(), "jti": jti});
     if with_sid {
         claims["sid"] = json!(sid);

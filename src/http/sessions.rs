@@ -58,7 +58,9 @@ pub async fn create(app: &App, request: Request<Incoming>) -> ApiResult {
         None => app.session_ttl,
     };
     let sid = random_id(SID_BYTES);
-    let jti = random_id(JTI_BYTES);
+    // `<sid>.<random>`: the id names its session, so its revocation is also kept in the
+    // session's hash and a miss reads both with one command (store::session_named_by_jti).
+    let jti = format!("{sid}.{}", random_id(JTI_BYTES));
     let expires_at = unix_now() + ttl.as_secs();
     let secret = app
         .sessions

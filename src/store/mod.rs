@@ -69,6 +69,18 @@ impl Replication {
     }
 }
 
+/// The session a token id names, for the ids the sidecar mints (`<sid>.<random>`, see
+/// `POST /v1/sessions`): a revocation of such an id is written into that session's hash as well
+/// as under the id itself, so that a verification miss of a token bound to that very session
+/// reads its session and its revocation with one command (SPEC §5). Any id may look like this
+/// (an identity provider's, a per-session key's): the rule is only where a revocation is also
+/// written, and a verification reads the session's copy only when the token is bound to the
+/// session its id names; every other token's id is read where every revocation writes it.
+pub fn session_named_by_jti(jti: &str) -> Option<&str> {
+    let (sid, rest) = jti.split_once('.')?;
+    (!sid.is_empty() && !rest.is_empty()).then_some(sid)
+}
+
 /// What one verification miss needs from the store.
 #[derive(Debug, Clone, Copy)]
 pub struct LookupQuery<'a> {
@@ -76,6 +88,14 @@ pub struct LookupQuery<'a> {
     pub sid: Option<&'a str>,
     /// The token's `jti`, to check against the deny-list.
     pub jti: Option<&'a str>,
+}
+
+impl LookupQuery<'_> {
+    /// Whether the token is bound to the session its id names ([`session_named_by_jti`]): its
+    /// revocation, if any, is in that session's hash too.
+    pub fn revocation_in_session(&self) -> bool {
+        matches!((self.sid, self.jti), (Some(sid), Some(jti)) if session_named_by_jti(jti) == Some(sid))
+    }
 }
 
 /// The store's answer to a [`LookupQuery`].

@@ -5,18 +5,22 @@
 //!
 //! | key | type | holds | expires |
 //! | --- | --- | --- | --- |
-//! | `P:{<sid>}:s` | hash | `sub`, `data` (JSON), `exp`, `v` (version), `secret` (per-session key) | with the session |
+//! | `P:{<sid>}:s` | hash | `sub`, `data` (JSON), `exp`, `v` (version), `secret` (per-session key), `deny:<jti>` (a revoked token id that names this session) | with the session |
 //! | `P:{<jti>}:deny` | string | deny-list entry of a token id, whatever kind of token carries it | with the token |
 //! | `P:{u:<sub>}:sessions` | sorted set | ids of the subject's sessions, scored by their end; ended ones dropped at each new session (log out everywhere) | with its longest session |
 //!
-//! `P` is `--redis-key-prefix`. A token id is deny-listed in one place only, so a revocation
-//! never depends on knowing what kind of token carries the id (a request `{"jti","exp"}` cannot
-//! know whether its token is bound to a session). A verification miss therefore reads the
-//! session hash *and*, for a token with a `jti`, its deny key: two single-key commands sent at
-//! once (one round trip of latency), each routed and redirected (MOVED/ASK) by the client on
-//! its own. (A pipeline cannot do it: the keys sit in different slots, and redis-rs 1.8 does
-//! not follow ASK for pipelines anyway.) Deny keys are always read on the primary, also with
-//! `--redis-read-from-replicas`: a replica that lags must not un-revoke a token.
+//! `P` is `--redis-key-prefix`. Every token id is deny-listed under its own key, so a
+//! revocation never depends on knowing what kind of token carries the id (a request
+//! `{"jti","exp"}` cannot know whether its token is bound to a session). An id that names a
+//! session (`<sid>.<random>`, as the sidecar mints them: [`super::session_named_by_jti`]) is
+//! *also* marked in that session's hash, first. So a verification miss of a token bound to the
+//! session its id names is one `HMGET` of the session with its `deny:<jti>` field: one command,
+//! one slot (SPEC §5). Any other token with a `jti` reads its session and its deny key, two
+//! single-key commands sent at once (one round trip of latency), each routed and redirected
+//! (MOVED/ASK) by the client on its own. (A pipeline cannot do it: the keys sit in different
+//! slots, and redis-rs 1.8 does not follow ASK for pipelines anyway.) Revocations are always
+//! read on the primary, also with `--redis-read-from-replicas` (which therefore reads the deny
+//! key, not the session's copy): a replica that lags must not un-revoke a token.
 //! Every write that other sidecars must hear about (patch, delete, revoke) is a Lua script
 //! that also PUBLISHes the change on `P:invalidations`, so a write that succeeded was always
 //! announced. A Redis Cluster broadcasts a plain PUBLISH to every node; [`feed`] subscribes.
@@ -40,7 +44,7 @@ use topology::SharedConnection;
 
 use super::{
     FeedEvents, Invalidation, Lookup, LookupQuery, MAX_UNIX_TIME, NewSession, PatchLimits,
-    PatchOutcome, Replication, Session, SessionStore, merge_patch, unix_now,
+    PatchOutcome, Replication, Session, SessionStore, merge_patch, session_named_by_jti, unix_now,
 };
 use crate::error::StoreError;
 use crate::metrics::Metrics;
@@ -206,6 +210,16 @@ redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 "#;
 
+/// Marks a token id revoked in the hash of the session the id names (`deny:<jti>`), when that
+/// session lives: it goes with the session, which a token bound to it cannot outlive.
+const REVOKE_IN_SESSION: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1], '1')
+  return 1
+end
+return 0
+"#;
+
 /// Deletes a session, publishes its end, and returns its subject (nil when there was none).
 const DELETE_SESSION: &str = r#"
 local sub = redis.call('HGET', KEYS[1], 'sub')
@@ -257,6 +271,7 @@ pub struct RedisStore {
     compare_and_set: Script,
     delete_session: Script,
     revoke_token: Script,
+    revoke_in_session: Script,
 }
 
 impl RedisStore {
@@ -363,6 +378,7 @@ impl RedisStore {
             compare_and_set: Script::new(COMPARE_AND_SET_DATA),
             delete_session: Script::new(DELETE_SESSION),
             revoke_token: Script::new(REVOKE_TOKEN),
+            revoke_in_session: Script::new(REVOKE_IN_SESSION),
         })
     }
 
@@ -457,6 +473,21 @@ impl RedisStore {
     /// acknowledging a revocation can take the revocation with it. An error or a timeout is
     /// `Unconfirmed`: the write stands on the primary, and the caller says so.
     async fn await_replica(&self, key: &str) -> Replication {
+        let replication = self.replica_ack(key).await;
+        self.record_replication(replication);
+        replication
+    }
+
+    /// Counts an acknowledged change by whether a replica holds it.
+    fn record_replication(&self, replication: Replication) {
+        self.metrics.revocation_replication(match replication {
+            Replication::Confirmed => "confirmed",
+            _ => "unconfirmed",
+        });
+    }
+
+    /// [`Self::await_replica`] without counting it (for a change made of several writes).
+    async fn replica_ack(&self, key: &str) -> Replication {
         let mut conn = self.connection.get();
         let wait_ms = u64::try_from(self.replication_wait.as_millis()).unwrap_or(u64::MAX);
         let acknowledged: Result<redis::Value, StoreError> = self
@@ -466,15 +497,10 @@ impl RedisStore {
                 conn.route_command(command, on_primary(key)).await
             })
             .await;
-        let replication = match acknowledged {
+        match acknowledged {
             Ok(redis::Value::Int(replicas)) if replicas >= 1 => Replication::Confirmed,
             _ => Replication::Unconfirmed,
-        };
-        self.metrics.revocation_replication(match replication {
-            Replication::Confirmed => "confirmed",
-            _ => "unconfirmed",
-        });
-        replication
+        }
     }
 
     /// Removes ended sessions from a subject's index. Best effort: a stale id in the index
@@ -501,11 +527,22 @@ impl RedisStore {
     /// lacks is confirmed on the primary: only the primary may say it does not exist). When the
     /// node asked first does not answer (a primary that died, before its replica is promoted),
     /// the other side of the shard is asked ([`Self::read_elsewhere`]).
-    async fn read_session_for_lookup(&self, sid: &str) -> Result<Option<Session>, StoreError> {
+    ///
+    /// With `revocation_of` (a token id that names this session, never with replica reads) the
+    /// same command also reads that id's revocation mark in the session's hash: the answer says
+    /// whether it is there.
+    async fn read_session_for_lookup(
+        &self,
+        sid: &str,
+        revocation_of: Option<&str>,
+    ) -> Result<(Option<Session>, bool), StoreError> {
         let mut conn = self.connection.get();
         let key = self.keys.session(sid);
         let mut command = redis::cmd("HMGET");
         command.arg(&key).arg(&SESSION_FIELDS);
+        if let Some(jti) = revocation_of {
+            command.arg(deny_field(jti));
+        }
         // The first read goes to the primary (unless replicas are read): past its breaker.
         let first: Result<Vec<Option<String>>, StoreError> = if self.read_from_replicas {
             self.call("lookup", async { command.query_async(&mut conn).await })
@@ -527,7 +564,11 @@ impl RedisStore {
             fields =
                 redis::from_redis_value(reply).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         }
-        session_from_fields(sid, fields)
+        let revoked = revocation_of.is_some()
+            && fields
+                .get(SESSION_FIELDS.len())
+                .is_some_and(Option::is_some);
+        Ok((session_from_fields(sid, fields)?, revoked))
     }
 
     /// Whether a token id is deny-listed, asked of the primary of its slot; of its replica
@@ -633,9 +674,19 @@ impl RedisStore {
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn lookup(&self, query: LookupQuery<'_>) -> Result<Lookup, StoreError> {
+        // A token bound to the session its id names: one command reads both (its revocation
+        // is written there too). Not with replica reads: a revocation is read on the primary.
+        if let (true, false, Some(sid)) = (
+            query.revocation_in_session(),
+            self.read_from_replicas,
+            query.sid,
+        ) {
+            let (session, revoked) = self.read_session_for_lookup(sid, query.jti).await?;
+            return Ok(Lookup { session, revoked });
+        }
         let session = async {
             match query.sid {
-                Some(sid) => self.read_session_for_lookup(sid).await,
+                Some(sid) => Ok(self.read_session_for_lookup(sid, None).await?.0),
                 None => Ok(None),
             }
         };
@@ -803,6 +854,27 @@ impl SessionStore for RedisStore {
     }
 
     async fn revoke(&self, jti: &str, until: u64) -> Result<Replication, StoreError> {
+        // First in the hash of the session the id names, if it does (where a miss of a token
+        // bound to that session reads it), then under the id, with the publication: when other
+        // sidecars hear of it, both are written.
+        let mut in_session = Replication::NotApplicable;
+        if let Some(sid) = session_named_by_jti(jti) {
+            let key = self.keys.session(sid);
+            let field = deny_field(jti);
+            let (key_ref, field) = (key.as_str(), field.as_str());
+            let written: i64 = self
+                .call_idempotent("revoke", move |mut conn| async move {
+                    self.revoke_in_session
+                        .key(key_ref)
+                        .arg(field)
+                        .invoke_async(&mut conn)
+                        .await
+                })
+                .await?;
+            if written == 1 {
+                in_session = self.replica_ack(&key).await;
+            }
+        }
         let key = self.keys.deny(jti);
         let message = encode_at(&Invalidation::TokenRevoked(jti.to_owned()), now_micros());
         let until = until.min(MAX_UNIX_TIME);
@@ -818,7 +890,9 @@ impl SessionStore for RedisStore {
                     .await
             })
             .await?;
-        Ok(self.await_replica(&key).await)
+        let replication = self.replica_ack(&key).await.and(in_session);
+        self.record_replication(replication);
+        Ok(replication)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -911,6 +985,11 @@ fn node_info(url: &str, config: &RedisConfig) -> Result<ConnectionInfo, StoreErr
     Ok(info
         .set_redis_settings(redis)
         .set_tcp_settings(TcpSettings::default().set_nodelay(true)))
+}
+
+/// The field of a session's hash that marks a token id revoked ([`REVOKE_IN_SESSION`]).
+fn deny_field(jti: &str) -> String {
+    format!("deny:{jti}")
 }
 
 /// Reads the HMGET reply for [`SESSION_FIELDS`] (extra fields after them are ignored).
