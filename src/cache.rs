@@ -14,7 +14,7 @@
 //!
 //! The hit path is one digest, one moka lookup and two atomic loads: no allocation, no lock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -44,12 +44,14 @@ pub const TOMBSTONE_LIFETIME: Duration = Duration::from_secs(30);
 /// per-entry expiry: a bare moka cache of small values grew by about 340 bytes per entry
 /// (README, Memory).
 const MOKA_ENTRY_BYTES: usize = 340;
-/// One dependency's place in the dependency index, at the index's worst: a slot is 25 bytes
-/// (hashed id, `Dependents`, control byte), and a hash table that lives through churn (entries
-/// admitted and evicted) ends up between 22 % and 44 % full: hashbrown grows instead of
-/// cleaning in place once more than 7/16 of it is live. Measured, a 64 MiB cache's index
-/// doubled to 12.5 MiB after about 800,000 admissions (README, Memory).
-const INDEX_ENTRY_BYTES: usize = 112;
+/// One dependency's place in the dependency index: a B-tree slot is 24 bytes (hashed id,
+/// `Dependents`), in nodes of 11 that are two thirds full or more, with the node's header and
+/// its allocation. A B-tree grows and shrinks a node at a time. (A hash table did not: through
+/// churn, hashbrown doubles once more than 7/16 of it is live instead of cleaning in place, and
+/// the table it leaves stays resident: a 64 MiB cache's index doubled to 12.5 MiB after about
+/// 1,000,000 admissions, and the cache's resident set went from 0.92 to 1.11 × its budget;
+/// README, Memory. The index is not on the hit path.)
+const INDEX_ENTRY_BYTES: usize = 48;
 
 /// After a failed re-check, how long a stale entry is served before the store is asked again.
 const RECHECK_BACKOFF: Duration = Duration::from_secs(1);
@@ -168,14 +170,15 @@ fn address(entry: &Arc<CachedDecision>) -> usize {
     Arc::as_ptr(entry) as usize
 }
 
-/// Which cached entries depend on which session or token id. Keyed by a 64-bit keyed hash of
+/// Which cached entries depend on which session or token id, in a B-tree (see
+/// [`INDEX_ENTRY_BYTES`] for why not a hash table). Keyed by a 64-bit keyed hash of
 /// the id rather than the id itself (one entry costs a few dozen bytes, not a copy of the id);
 /// a collision only puts two ids in one bucket, and [`DependencyIndex::take`] compares the real
 /// ids before touching an entry.
 /// The hasher is a parameter so that tests can force collisions.
 struct DependencyIndex<S = RandomState> {
     hasher: S,
-    buckets: HashMap<u64, Dependents>,
+    buckets: BTreeMap<u64, Dependents>,
 }
 
 impl DependencyIndex {
@@ -188,7 +191,7 @@ impl<S: BuildHasher> DependencyIndex<S> {
     fn with_hasher(hasher: S) -> Self {
         DependencyIndex {
             hasher,
-            buckets: HashMap::new(),
+            buckets: BTreeMap::new(),
         }
     }
 
