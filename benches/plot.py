@@ -72,15 +72,19 @@ def latency(results, target):
     figure.savefig(target, dpi=90)
 
 
+def resident_and_weighed(axes, points, x_key):
+    """The resident set growth and what the cache weighed, against `x_key`, in MiB."""
+    xs = [p[x_key] / 1000 for p in points]
+    axes.plot(xs, [p["rss_growth_bytes"] / MIB for p in points], "-o",
+              label="resident set growth")
+    axes.plot(xs, [p["weighted_bytes"] / MIB for p in points], "--",
+              label="weighed by the cache")
+
+
 def memory(unbounded, budget, target):
     figure, (left, right) = plt.subplots(1, 2, figsize=(14, 5))
     if unbounded:
-        points = unbounded["points"]
-        entries = [p["entries"] / 1000 for p in points]
-        left.plot(entries, [p["rss_growth_bytes"] / MIB for p in points], "-o",
-                  label="resident set growth")
-        left.plot(entries, [p["weighted_bytes"] / MIB for p in points], "--",
-                  label="weighed by the cache")
+        resident_and_weighed(left, unbounded["points"], "entries")
         left.axhline(512, color="grey", linewidth=0.8, linestyle=":")
         left.text(5, 520, "SPEC §8: 1,000,000 under 512 MiB", fontsize=8, color="grey")
         left.set_xlabel("cached session grants (thousands)")
@@ -88,12 +92,7 @@ def memory(unbounded, budget, target):
         left.set_title("Unbounded cache: memory against cached entries")
         left.legend(fontsize=8)
     if budget:
-        points = budget["points"]
-        verified = [p["verified"] / 1000 for p in points]
-        right.plot(verified, [p["rss_growth_bytes"] / MIB for p in points], "-o",
-                   label="resident set growth")
-        right.plot(verified, [p["weighted_bytes"] / MIB for p in points], "--",
-                   label="weighed by the cache")
+        resident_and_weighed(right, budget["points"], "verified")
         mib = budget["budget_mib"]
         right.axhspan(mib * 0.9, mib * 1.1, color="green", alpha=0.1,
                       label=f"{mib} MiB ± 10 %")
