@@ -245,8 +245,20 @@ fuzz_target!(|input: Input| {
         assert_eq!(grant.claims.sub(), SESSION_SUB);
         assert!(grant.session_header.is_some());
     }
-    let body = introspection_body(&grant);
+    let body = introspection_body(&grant, &token);
     assert_eq!(body["active"], Value::Bool(true));
-    let response = forward_auth_grant(&grant);
+    let response = forward_auth_grant(&grant, &token);
     assert_eq!(response.status(), 200);
+    // X-Auth-Claims is the token's own payload segment, copied from it on each answer.
+    let claims_header = response.headers().get("x-auth-claims");
+    assert_eq!(
+        claims_header.map(|value| value.as_bytes()),
+        grant.claims.passed_payload(&token).map(str::as_bytes),
+    );
+    if grant.claims.issuer_claims {
+        assert_eq!(
+            claims_header.map(|value| value.as_bytes()),
+            token.split('.').nth(1).map(str::as_bytes)
+        );
+    }
 });
