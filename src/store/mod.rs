@@ -90,11 +90,12 @@ pub struct LookupQuery<'a> {
     pub jti: Option<&'a str>,
 }
 
-impl LookupQuery<'_> {
-    /// Whether the token is bound to the session its id names ([`session_named_by_jti`]): its
-    /// revocation, if any, is in that session's hash too.
-    pub fn revocation_in_session(&self) -> bool {
-        matches!((self.sid, self.jti), (Some(sid), Some(jti)) if session_named_by_jti(jti) == Some(sid))
+impl<'a> LookupQuery<'a> {
+    /// The session the token is bound to, when its id names that very session
+    /// ([`session_named_by_jti`]): the id's revocation, if any, is in that session's hash too.
+    pub fn session_holding_revocation(&self) -> Option<&'a str> {
+        let sid = self.sid?;
+        (session_named_by_jti(self.jti?) == Some(sid)).then_some(sid)
     }
 }
 

@@ -566,18 +566,15 @@ fn claims_from(claims: Map<String, Value>) -> Result<VerifiedClaims, Reason> {
         None => return Err(Reason::MissingClaim),
         Some(exp) => numeric_date(exp).ok_or(Reason::Malformed)?,
     };
-    let session_id = match optional_id(&claims, "sid")? {
-        Some(sid) => Some(HeaderValue::from_str(&sid).map_err(|_| Reason::Malformed)?),
-        None => None,
-    };
-    let jti = match optional_id(&claims, "jti")? {
-        Some(jti) => Some(HeaderValue::from_str(&jti).map_err(|_| Reason::Malformed)?),
-        None => None,
+    let id_header = |name: &str| -> Result<Option<HeaderValue>, Reason> {
+        optional_id(&claims, name)?
+            .map(|id| HeaderValue::from_str(&id).map_err(|_| Reason::Malformed))
+            .transpose()
     };
     Ok(VerifiedClaims {
         subject: sub,
-        session_id,
-        jti,
+        session_id: id_header("sid")?,
+        jti: id_header("jti")?,
         exp,
         issuer_claims: true,
     })

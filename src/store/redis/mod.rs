@@ -676,11 +676,9 @@ impl SessionStore for RedisStore {
     async fn lookup(&self, query: LookupQuery<'_>) -> Result<Lookup, StoreError> {
         // A token bound to the session its id names: one command reads both (its revocation
         // is written there too). Not with replica reads: a revocation is read on the primary.
-        if let (true, false, Some(sid)) = (
-            query.revocation_in_session(),
-            self.read_from_replicas,
-            query.sid,
-        ) {
+        if !self.read_from_replicas
+            && let Some(sid) = query.session_holding_revocation()
+        {
             let (session, revoked) = self.read_session_for_lookup(sid, query.jti).await?;
             return Ok(Lookup { session, revoked });
         }
